@@ -1,0 +1,85 @@
+//! Configuration: TOML schema, duration parsing, and validation into a [`Config`] model
+//! with `FILE:LINE:COL` diagnostics.
+
+mod duration;
+pub mod model;
+mod validate;
+
+use std::fmt;
+use std::path::Path;
+
+pub use duration::{format_duration, parse_duration, DurationError};
+pub use model::*;
+pub use validate::{parse_bind, parse_server_addr, Problem};
+
+/// Why a configuration could not be loaded.
+#[derive(Debug)]
+pub enum ConfigError {
+    /// The file could not be read.
+    Io { file: String, source: std::io::Error },
+    /// The file was read but is not a valid configuration; one diagnostic per problem.
+    Invalid { file: String, diagnostics: Vec<Diagnostic> },
+}
+
+/// One problem, positioned for humans (1-based line and column).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Diagnostic {
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigError::Io { file, source } => write!(f, "{file}: cannot read: {source}"),
+            ConfigError::Invalid { file, diagnostics } => {
+                for (i, d) in diagnostics.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "{file}:{}:{}: {}", d.line, d.column, d.message)?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Read and validate the configuration file at `path`.
+pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    let file = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
+    parse(&text, &file)
+}
+
+/// Validate configuration text; `file` only names it in diagnostics.
+pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
+    validate::validate(text).map_err(|problems| ConfigError::Invalid {
+        file: file.to_string(),
+        diagnostics: problems
+            .into_iter()
+            .map(|p| {
+                let (line, column) = line_col(text, p.offset);
+                Diagnostic { line, column, message: p.message }
+            })
+            .collect(),
+    })
+}
+
+/// 1-based line and column (in characters) of a byte offset.
+fn line_col(text: &str, offset: usize) -> (usize, usize) {
+    let mut offset = offset.min(text.len());
+    while !text.is_char_boundary(offset) {
+        offset -= 1;
+    }
+    let before = &text[..offset];
+    let line = before.matches('\n').count() + 1;
+    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+    (line, before[line_start..].chars().count() + 1)
+}
+
+#[cfg(test)]
+mod tests;

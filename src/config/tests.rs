@@ -1,0 +1,169 @@
+use super::*;
+use std::time::Duration;
+
+const ISSUE_EXAMPLE: &str = r#"[admin]
+bind = "127.0.0.1:9100"
+
+[defaults]
+connect_timeout = "5s"
+client_timeout = "1m"
+server_timeout = "1m"
+
+[services.galera]
+bind = ["127.0.0.1:13306"]
+mode = "tcp"
+balance = "first"
+client_timeout = "48h"
+server_timeout = "48h"
+[services.galera.check]
+kind = "tcp"
+interval = "2s"
+rise = 2
+fall = 3
+[[services.galera.servers]]
+name = "db1"
+address = "127.0.0.1:3306"
+[[services.galera.servers]]
+name = "db2"
+address = "127.0.0.1:3307"
+backup = true
+"#;
+
+fn problems(text: &str) -> Vec<String> {
+    match parse(text, "t.toml") {
+        Ok(_) => Vec::new(),
+        Err(e) => e.to_string().lines().map(str::to_string).collect(),
+    }
+}
+
+#[test]
+fn issue_example_loads_as_written() {
+    let c = parse(ISSUE_EXAMPLE, "x").unwrap();
+    assert_eq!(c.admin.unwrap().bind.to_string(), "127.0.0.1:9100");
+    let g = &c.services[0];
+    assert_eq!(g.name, "galera");
+    assert_eq!(g.balance, BalanceKind::First);
+    assert_eq!(g.client_timeout, Some(Duration::from_secs(48 * 3600)));
+    assert_eq!(g.connect_timeout, Some(Duration::from_secs(5)));
+    assert_eq!(g.retries, 3);
+    let check = g.check.as_ref().unwrap();
+    assert_eq!((check.interval, check.rise, check.fall), (Duration::from_secs(2), 2, 3));
+    assert_eq!(g.servers.len(), 2);
+    assert!(!g.servers[0].backup && g.servers[1].backup);
+    assert_eq!(g.servers[1].weight, 1);
+}
+
+#[test]
+fn zero_means_no_timeout() {
+    let c = parse(&ISSUE_EXAMPLE.replace("\"48h\"", "\"0\""), "x").unwrap();
+    assert_eq!(c.services[0].client_timeout, None);
+}
+
+#[test]
+fn every_problem_is_reported_with_its_line() {
+    let text = r#"[global]
+wokers = 2
+
+[services.a]
+bind = "127.0.0.1:notaport"
+balance = "roundrobn"
+client_timeout = "5 minutes"
+[[services.a.servers]]
+name = "x"
+address = "127.0.0.1:1"
+backup = true
+"#;
+    let p = problems(text);
+    assert!(p.iter().any(|l| l.starts_with("t.toml:2:1: unknown key \"wokers\"")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:5:8: bad address")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:6:11: unknown balance")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:7:18:") && l.contains("duration")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:4:11:") && l.contains("backup")), "{p:?}");
+}
+
+#[test]
+fn service_without_servers_and_shared_bind() {
+    let text = r#"[services.a]
+bind = "127.0.0.1:80"
+[[services.a.servers]]
+name = "x"
+address = "127.0.0.1:1"
+
+[services.b]
+bind = ["127.0.0.1:80"]
+"#;
+    let p = problems(text);
+    assert!(p.iter().any(|l| l.starts_with("t.toml:7:11:") && l.contains("no servers")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:8:9:") && l.contains("already bound by service \"a\"")), "{p:?}");
+}
+
+#[test]
+fn wildcard_bind_overlaps_specific() {
+    let text = r#"[services.a]
+bind = "*:80"
+[[services.a.servers]]
+name = "x"
+address = "127.0.0.1:1"
+[services.b]
+bind = "127.0.0.1:80"
+[[services.b.servers]]
+name = "x"
+address = "127.0.0.1:1"
+"#;
+    let p = problems(text);
+    assert!(p.iter().any(|l| l.contains("overlaps")), "{p:?}");
+}
+
+#[test]
+fn syntax_errors_are_positioned() {
+    let p = problems("[services.a]\nbind = \"x\n");
+    assert!(p[0].starts_with("t.toml:2:"), "{p:?}");
+    assert!(p[0].contains("syntax"), "{p:?}");
+}
+
+#[test]
+fn defaults_apply_and_reject_service_only_keys() {
+    let text = r#"[defaults]
+balance = "leastconn"
+retries = 1
+bind = "127.0.0.1:1"
+[services.a]
+bind = "127.0.0.1:2"
+[[services.a.servers]]
+name = "x"
+address = "localhost:1"
+"#;
+    let p = problems(text);
+    assert_eq!(p.len(), 1, "{p:?}");
+    assert!(p[0].starts_with("t.toml:4:1:"), "{p:?}");
+    let c = parse(&text.replace("bind = \"127.0.0.1:1\"\n", ""), "t").unwrap();
+    assert_eq!(c.services[0].balance, BalanceKind::LeastConn);
+    assert_eq!(c.services[0].retries, 1);
+    assert!(c.services[0].servers[0].address.ip().is_loopback());
+}
+
+#[test]
+fn duplicate_server_names_and_bad_weight() {
+    let text = r#"[services.a]
+bind = "[::1]:80"
+[[services.a.servers]]
+name = "x"
+address = "[::1]:1"
+weight = 999
+[[services.a.servers]]
+name = "x"
+address = "127.0.0.1:1"
+source = "not-an-ip"
+"#;
+    let p = problems(text);
+    assert!(p.iter().any(|l| l.starts_with("t.toml:6:10:") && l.contains("weight")), "{p:?}");
+    let dup = problems("[services.a]\nbind = \"[::1]:80\"\n[[services.a.servers]]\nname = \"x\"\naddress = \"[::1]:1\"\n[[services.a.servers]]\nname = \"x\"\naddress = \"[::1]:2\"\n");
+    assert!(dup.iter().any(|l| l.starts_with("t.toml:6:") && l.contains("used twice")), "{dup:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:10:10:") && l.contains("bad address")), "{p:?}");
+}
+
+#[test]
+fn line_col_counts_characters() {
+    assert_eq!(super::line_col("ab\ncdé f", 8), (2, 5));
+    assert_eq!(super::line_col("", 5), (1, 1));
+}

@@ -1,0 +1,624 @@
+//! TOML text → validated [`Config`], collecting every problem with its position.
+//!
+//! We walk toml's span-carrying tree by hand instead of deriving serde structs: serde
+//! stops at the first error, and operators fixing a config want the whole list at once,
+//! each with `FILE:LINE:COL`.
+
+use std::borrow::Cow;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::ops::Range;
+use std::time::Duration;
+
+use toml::de::{DeTable, DeValue};
+use toml::Spanned;
+
+use super::duration::parse_duration;
+use super::model::*;
+
+type Key<'i> = Spanned<Cow<'i, str>>;
+type Val<'i> = Spanned<DeValue<'i>>;
+
+/// One problem in a config file, at a byte offset of the source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    pub offset: usize,
+    pub message: String,
+}
+
+/// Validate `src`; on failure return every problem found (sorted by position).
+pub fn validate(src: &str) -> Result<Config, Vec<Problem>> {
+    let (root, syntax) = DeTable::parse_recoverable(src);
+    if !syntax.is_empty() {
+        let problems = syntax
+            .iter()
+            .map(|e| Problem {
+                offset: e.span().map(|s| s.start).unwrap_or(0),
+                message: format!("TOML syntax error: {}", e.message().trim()),
+            })
+            .collect();
+        return Err(sorted(problems));
+    }
+    let mut v = Validator { problems: Vec::new() };
+    let config = v.root(root.get_ref());
+    if v.problems.is_empty() {
+        if let Some(config) = config {
+            return Ok(config);
+        }
+        v.problems.push(Problem { offset: 0, message: "configuration is incomplete".into() });
+    }
+    Err(sorted(v.problems))
+}
+
+fn sorted(mut p: Vec<Problem>) -> Vec<Problem> {
+    p.sort_by_key(|p| p.offset);
+    p
+}
+
+struct Validator {
+    problems: Vec<Problem>,
+}
+
+/// Service keys as read from `[defaults]` or `[services.NAME]`, before merging.
+#[derive(Default, Clone)]
+struct ServiceFields {
+    binds: Option<Vec<SocketAddr>>,
+    bind_spans: Vec<Range<usize>>,
+    mode: Option<Mode>,
+    balance: Option<BalanceKind>,
+    connect_timeout: Option<Option<Duration>>,
+    client_timeout: Option<Option<Duration>>,
+    server_timeout: Option<Option<Duration>>,
+    retries: Option<u32>,
+    keepalive: Option<bool>,
+    keepalive_idle: Option<Duration>,
+    keepalive_interval: Option<Duration>,
+    keepalive_count: Option<u32>,
+    source: Option<IpAddr>,
+    check: Option<CheckFields>,
+    servers: Option<Vec<(Server, Range<usize>)>>,
+}
+
+#[derive(Default, Clone)]
+struct CheckFields {
+    kind: Option<CheckKind>,
+    interval: Option<Duration>,
+    timeout: Option<Duration>,
+    rise: Option<u32>,
+    fall: Option<u32>,
+}
+
+const SERVICE_KEYS: &[&str] = &[
+    "bind",
+    "mode",
+    "balance",
+    "connect_timeout",
+    "client_timeout",
+    "server_timeout",
+    "retries",
+    "keepalive",
+    "keepalive_idle",
+    "keepalive_interval",
+    "keepalive_count",
+    "source",
+    "check",
+    "servers",
+];
+
+impl Validator {
+    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.problems.push(Problem { offset: span.start, message: message.into() });
+    }
+
+    fn unknown(&mut self, key: &Key<'_>, section: &str, known: &[&str]) {
+        self.err(
+            key.span(),
+            format!("unknown key \"{}\" in {section} (known keys: {})", key.get_ref(), known.join(", ")),
+        );
+    }
+
+    fn root(&mut self, root: &DeTable<'_>) -> Option<Config> {
+        let mut global = Global::default();
+        let mut admin = None;
+        let mut defaults = ServiceFields::default();
+        let mut services = Vec::new();
+        let mut saw_services = false;
+        for (key, value) in root.iter() {
+            match key.get_ref().as_ref() {
+                "global" => {
+                    if let Some(t) = self.table(key, value) {
+                        global = self.global(t);
+                    }
+                }
+                "admin" => {
+                    if let Some(t) = self.table(key, value) {
+                        admin = self.admin(t);
+                    }
+                }
+                "defaults" => {
+                    if let Some(t) = self.table(key, value) {
+                        defaults = self.service_fields(t, "[defaults]", true);
+                    }
+                }
+                "services" => {
+                    saw_services = true;
+                    if let Some(t) = self.table(key, value) {
+                        if t.is_empty() {
+                            self.err(key.span(), "[services] defines no service");
+                        }
+                        for (name, body) in t.iter() {
+                            if let Some(svc) = self.service(name, body, &defaults) {
+                                services.push(svc);
+                            }
+                        }
+                    }
+                }
+                _ => self.unknown(key, "the top level", &["global", "admin", "defaults", "services"]),
+            }
+        }
+        if !saw_services {
+            self.err(0..0, "no [services.NAME] section: there is nothing to balance");
+        }
+        self.check_bind_conflicts(&services);
+        let services = services.into_iter().map(|(s, _)| s).collect();
+        Some(Config { global, admin, services })
+    }
+
+    fn global(&mut self, t: &DeTable<'_>) -> Global {
+        let mut g = Global::default();
+        for (key, value) in t.iter() {
+            match key.get_ref().as_ref() {
+                "workers" => g.workers = self.integer(key, value, 1, 1024).map(|n| n as usize),
+                "grace" => {
+                    if let Some(d) = self.duration(key, value) {
+                        g.grace = d;
+                    }
+                }
+                "splice" => {
+                    if let Some(b) = self.boolean(key, value) {
+                        g.splice = b;
+                    }
+                }
+                _ => self.unknown(key, "[global]", &["workers", "grace", "splice"]),
+            }
+        }
+        g
+    }
+
+    fn admin(&mut self, t: &DeTable<'_>) -> Option<Admin> {
+        let mut bind = None;
+        for (key, value) in t.iter() {
+            match key.get_ref().as_ref() {
+                "bind" => bind = self.string(key, value).and_then(|s| self.bind_addr(&value.span(), s)),
+                _ => self.unknown(key, "[admin]", &["bind"]),
+            }
+        }
+        bind.map(|bind| Admin { bind })
+    }
+
+    fn service_fields(&mut self, t: &DeTable<'_>, section: &str, in_defaults: bool) -> ServiceFields {
+        let mut f = ServiceFields::default();
+        for (key, value) in t.iter() {
+            let k = key.get_ref().as_ref();
+            if in_defaults && (k == "bind" || k == "servers") {
+                self.err(key.span(), format!("\"{k}\" belongs in a [services.NAME] section, not in [defaults]"));
+                continue;
+            }
+            match k {
+                "bind" => {
+                    let (binds, spans) = self.binds(key, value);
+                    f.binds = Some(binds);
+                    f.bind_spans = spans;
+                }
+                "mode" => {
+                    f.mode = self.string(key, value).and_then(|s| match s {
+                        "tcp" => Some(Mode::Tcp),
+                        "http" => {
+                            self.err(value.span(), "mode \"http\" is not available in this version; use \"tcp\"");
+                            None
+                        }
+                        other => {
+                            self.err(value.span(), format!("unknown mode \"{other}\" (expected \"tcp\")"));
+                            None
+                        }
+                    })
+                }
+                "balance" => {
+                    f.balance = self.string(key, value).and_then(|s| {
+                        let kind = BalanceKind::from_name(s);
+                        if kind.is_none() {
+                            self.err(
+                                value.span(),
+                                format!("unknown balance \"{s}\" (expected one of: {})", BalanceKind::NAMES.join(", ")),
+                            );
+                        }
+                        kind
+                    })
+                }
+                "connect_timeout" => f.connect_timeout = self.timeout(key, value),
+                "client_timeout" => f.client_timeout = self.timeout(key, value),
+                "server_timeout" => f.server_timeout = self.timeout(key, value),
+                "retries" => f.retries = self.integer(key, value, 0, 100).map(|n| n as u32),
+                "keepalive" => f.keepalive = self.boolean(key, value),
+                "keepalive_idle" => f.keepalive_idle = self.positive_duration(key, value),
+                "keepalive_interval" => f.keepalive_interval = self.positive_duration(key, value),
+                "keepalive_count" => f.keepalive_count = self.integer(key, value, 1, 127).map(|n| n as u32),
+                "source" => f.source = self.string(key, value).and_then(|s| self.ip(&value.span(), s)),
+                "check" => {
+                    if let Some(ct) = self.table(key, value) {
+                        f.check = Some(self.check_fields(ct, section));
+                    }
+                }
+                "servers" => f.servers = Some(self.servers(key, value)),
+                _ => self.unknown(key, section, SERVICE_KEYS),
+            }
+        }
+        f
+    }
+
+    fn service(
+        &mut self,
+        name: &Key<'_>,
+        body: &Val<'_>,
+        defaults: &ServiceFields,
+    ) -> Option<(Service, Vec<Range<usize>>)> {
+        let section = format!("[services.{}]", name.get_ref());
+        let t = self.table(name, body)?;
+        let f = self.service_fields(t, &section, false);
+        let svc_name = name.get_ref().to_string();
+        if svc_name.is_empty() || !svc_name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
+            self.err(name.span(), format!("service name \"{svc_name}\" may only use letters, digits, '-', '_' and '.'"));
+        }
+        let binds = f.binds.clone().or_else(|| defaults.binds.clone()).unwrap_or_default();
+        if binds.is_empty() && f.binds.is_none() {
+            self.err(name.span(), format!("service \"{svc_name}\" has no bind (add bind = [\"IP:PORT\"])"));
+        }
+        let servers = f.servers.clone().unwrap_or_default();
+        if servers.is_empty() {
+            self.err(name.span(), format!("service \"{svc_name}\" has no servers (add [[services.{svc_name}.servers]])"));
+        } else if servers.iter().all(|(s, _)| s.backup) {
+            self.err(
+                name.span(),
+                format!("every server of service \"{svc_name}\" is backup = true: at least one must be active"),
+            );
+        }
+        for (i, (s, span)) in servers.iter().enumerate() {
+            if servers[..i].iter().any(|(o, _)| o.name == s.name) {
+                self.err(span.clone(), format!("server name \"{}\" is used twice in service \"{svc_name}\"", s.name));
+            }
+        }
+        let ka = Keepalive::default();
+        let keepalive = Keepalive {
+            enabled: f.keepalive.or(defaults.keepalive).unwrap_or(ka.enabled),
+            idle: f.keepalive_idle.or(defaults.keepalive_idle).unwrap_or(ka.idle),
+            interval: f.keepalive_interval.or(defaults.keepalive_interval).unwrap_or(ka.interval),
+            count: f.keepalive_count.or(defaults.keepalive_count).unwrap_or(ka.count),
+        };
+        let connect_timeout =
+            f.connect_timeout.or(defaults.connect_timeout).unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT));
+        let check = match (&defaults.check, &f.check) {
+            (None, None) => None,
+            (d, s) => {
+                let d = d.clone().unwrap_or_default();
+                let s = s.clone().unwrap_or_default();
+                let interval = s.interval.or(d.interval).unwrap_or(DEFAULT_CHECK_INTERVAL);
+                Some(Check {
+                    kind: s.kind.or(d.kind).unwrap_or(CheckKind::Tcp),
+                    interval,
+                    // As HAProxy without `timeout check`: a probe may take up to one interval.
+                    timeout: s.timeout.or(d.timeout).unwrap_or(interval),
+                    rise: s.rise.or(d.rise).unwrap_or(DEFAULT_RISE),
+                    fall: s.fall.or(d.fall).unwrap_or(DEFAULT_FALL),
+                })
+            }
+        };
+        let svc = Service {
+            name: svc_name,
+            binds,
+            mode: f.mode.or(defaults.mode).unwrap_or(Mode::Tcp),
+            balance: f.balance.or(defaults.balance).unwrap_or(BalanceKind::RoundRobin),
+            connect_timeout,
+            client_timeout: f.client_timeout.or(defaults.client_timeout).unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
+            server_timeout: f.server_timeout.or(defaults.server_timeout).unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
+            retries: f.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
+            keepalive,
+            source: f.source.or(defaults.source),
+            check,
+            servers: servers.into_iter().map(|(s, _)| s).collect(),
+        };
+        let spans = if f.bind_spans.is_empty() { vec![name.span(); svc.binds.len()] } else { f.bind_spans };
+        Some((svc, spans))
+    }
+
+    fn check_fields(&mut self, t: &DeTable<'_>, section: &str) -> CheckFields {
+        let mut c = CheckFields::default();
+        for (key, value) in t.iter() {
+            match key.get_ref().as_ref() {
+                "kind" => {
+                    c.kind = self.string(key, value).and_then(|s| match s {
+                        "tcp" => Some(CheckKind::Tcp),
+                        other => {
+                            self.err(value.span(), format!("check kind \"{other}\" is not available in this version (supported: tcp)"));
+                            None
+                        }
+                    })
+                }
+                "interval" => c.interval = self.positive_duration(key, value),
+                "timeout" => c.timeout = self.positive_duration(key, value),
+                "rise" => c.rise = self.integer(key, value, 1, 1000).map(|n| n as u32),
+                "fall" => c.fall = self.integer(key, value, 1, 1000).map(|n| n as u32),
+                _ => self.unknown(key, &format!("{section} check"), &["kind", "interval", "timeout", "rise", "fall"]),
+            }
+        }
+        c
+    }
+
+    fn servers(&mut self, key: &Key<'_>, value: &Val<'_>) -> Vec<(Server, Range<usize>)> {
+        let DeValue::Array(items) = value.get_ref() else {
+            self.err(value.span(), "\"servers\" must be an array of tables ([[services.NAME.servers]])");
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        for item in items.iter() {
+            let span = if item.span().is_empty() { key.span() } else { item.span() };
+            let DeValue::Table(t) = item.get_ref() else {
+                self.err(span, "each server must be a table with name and address");
+                continue;
+            };
+            if let Some(s) = self.server(t, span.clone()) {
+                out.push((s, span));
+            }
+        }
+        out
+    }
+
+    fn server(&mut self, t: &DeTable<'_>, span: Range<usize>) -> Option<Server> {
+        let (mut name, mut address, mut weight, mut backup, mut source) = (None, None, 1, false, None);
+        let mut ok = true;
+        for (key, value) in t.iter() {
+            match key.get_ref().as_ref() {
+                "name" => {
+                    name = self.string(key, value).map(str::to_string);
+                    if name.as_deref() == Some("") {
+                        self.err(value.span(), "server name must not be empty");
+                    }
+                }
+                "address" => address = self.string(key, value).and_then(|s| self.server_addr(&value.span(), s)),
+                "weight" => match self.integer(key, value, 0, MAX_WEIGHT as i64) {
+                    Some(w) => weight = w as u32,
+                    None => ok = false,
+                },
+                "backup" => backup = self.boolean(key, value).unwrap_or(false),
+                "source" => source = self.string(key, value).and_then(|s| self.ip(&value.span(), s)),
+                _ => self.unknown(key, "a server", &["name", "address", "weight", "backup", "source"]),
+            }
+        }
+        let Some(name) = name else {
+            self.err(span, "server has no name");
+            return None;
+        };
+        let Some(address) = address else {
+            if !t.iter().any(|(k, _)| k.get_ref() == "address") {
+                self.err(span, format!("server \"{name}\" has no address"));
+            }
+            return None;
+        };
+        ok.then_some(Server { name, address, weight, backup, source })
+    }
+
+    fn binds(&mut self, key: &Key<'_>, value: &Val<'_>) -> (Vec<SocketAddr>, Vec<Range<usize>>) {
+        let mut addrs = Vec::new();
+        let mut spans = Vec::new();
+        match value.get_ref() {
+            DeValue::String(s) => {
+                if let Some(a) = self.bind_addr(&value.span(), s) {
+                    addrs.push(a);
+                    spans.push(value.span());
+                }
+            }
+            DeValue::Array(items) => {
+                if items.is_empty() {
+                    self.err(value.span(), "bind list is empty");
+                }
+                for item in items.iter() {
+                    match item.get_ref() {
+                        DeValue::String(s) => {
+                            if let Some(a) = self.bind_addr(&item.span(), s) {
+                                if addrs.contains(&a) {
+                                    self.err(item.span(), format!("bind {a} is listed twice"));
+                                } else {
+                                    addrs.push(a);
+                                    spans.push(item.span());
+                                }
+                            }
+                        }
+                        _ => self.err(item.span(), "each bind must be a string \"IP:PORT\""),
+                    }
+                }
+            }
+            _ => self.err(value.span(), format!("\"{}\" must be a string or an array of strings", key.get_ref())),
+        }
+        (addrs, spans)
+    }
+
+    fn check_bind_conflicts(&mut self, services: &[(Service, Vec<Range<usize>>)]) {
+        let mut seen: Vec<(SocketAddr, &str)> = Vec::new();
+        for (svc, spans) in services {
+            for (addr, span) in svc.binds.iter().zip(spans) {
+                let clash = seen.iter().find(|(other, _)| binds_overlap(*other, *addr));
+                if let Some((other, owner)) = clash {
+                    let msg = if other == addr {
+                        format!("bind {addr} is already bound by service \"{owner}\"")
+                    } else {
+                        format!("bind {addr} overlaps {other}, already bound by service \"{owner}\"")
+                    };
+                    self.err(span.clone(), msg);
+                } else {
+                    seen.push((*addr, &svc.name));
+                }
+            }
+        }
+    }
+
+    // ---- typed value helpers: each reports its own problem and returns None ----
+
+    fn table<'a, 'i>(&mut self, key: &Key<'_>, value: &'a Val<'i>) -> Option<&'a DeTable<'i>> {
+        match value.get_ref() {
+            DeValue::Table(t) => Some(t),
+            other => {
+                self.err(value.span(), format!("\"{}\" must be a table, not {}", key.get_ref(), other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn string<'a>(&mut self, key: &Key<'_>, value: &'a Val<'_>) -> Option<&'a str> {
+        match value.get_ref() {
+            DeValue::String(s) => Some(s.as_ref()),
+            other => {
+                self.err(value.span(), format!("\"{}\" must be a string, not {}", key.get_ref(), other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<bool> {
+        match value.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.err(value.span(), format!("\"{}\" must be true or false, not {}", key.get_ref(), other.type_str()));
+                None
+            }
+        }
+    }
+
+    fn integer(&mut self, key: &Key<'_>, value: &Val<'_>, min: i64, max: i64) -> Option<i64> {
+        let parsed = match value.get_ref() {
+            DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok(),
+            _ => None,
+        };
+        match parsed {
+            Some(n) if (min..=max).contains(&n) => Some(n),
+            _ => {
+                self.err(
+                    value.span(),
+                    format!("\"{}\" must be a whole number from {min} to {max}", key.get_ref()),
+                );
+                None
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Duration> {
+        let DeValue::String(s) = value.get_ref() else {
+            self.err(
+                value.span(),
+                format!("\"{}\" must be a duration string such as \"5s\" or \"500ms\"", key.get_ref()),
+            );
+            return None;
+        };
+        match parse_duration(s) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.err(value.span(), format!("\"{}\": {e}", key.get_ref()));
+                None
+            }
+        }
+    }
+
+    /// A timeout: `"0"` means none.
+    fn timeout(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Option<Duration>> {
+        self.duration(key, value).map(|d| (!d.is_zero()).then_some(d))
+    }
+
+    fn positive_duration(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Duration> {
+        let d = self.duration(key, value)?;
+        if d.is_zero() {
+            self.err(value.span(), format!("\"{}\" must be a duration above zero", key.get_ref()));
+            return None;
+        }
+        Some(d)
+    }
+
+    fn ip(&mut self, span: &Range<usize>, s: &str) -> Option<IpAddr> {
+        match s.trim_start_matches('[').trim_end_matches(']').parse() {
+            Ok(ip) => Some(ip),
+            Err(_) => {
+                self.err(span.clone(), format!("bad address \"{s}\": expected an IP address such as 10.0.0.5"));
+                None
+            }
+        }
+    }
+
+    fn bind_addr(&mut self, span: &Range<usize>, s: &str) -> Option<SocketAddr> {
+        match parse_bind(s) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                self.err(span.clone(), format!("bad address \"{s}\": {why}"));
+                None
+            }
+        }
+    }
+
+    fn server_addr(&mut self, span: &Range<usize>, s: &str) -> Option<SocketAddr> {
+        match parse_server_addr(s) {
+            Ok(a) => Some(a),
+            Err(why) => {
+                self.err(span.clone(), format!("bad address \"{s}\": {why}"));
+                None
+            }
+        }
+    }
+}
+
+/// Listener address: `IP:PORT`, `[V6]:PORT`, or `*:PORT` / `:PORT` for every IPv4 address.
+pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Some(port) = s.strip_prefix("*:").or_else(|| s.strip_prefix(':')) {
+        let port = parse_port(port)?;
+        return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
+    }
+    if let Some(port) = s.strip_prefix("[::]:") {
+        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), parse_port(port)?));
+    }
+    let addr: SocketAddr = s.parse().map_err(|_| "expected IP:PORT, [IPv6]:PORT or *:PORT".to_string())?;
+    if addr.port() == 0 {
+        return Err("port 0 is not a port one can connect to".into());
+    }
+    Ok(addr)
+}
+
+/// Server address: `IP:PORT`, `[V6]:PORT`, or `HOST:PORT` resolved now (first address wins).
+pub fn parse_server_addr(s: &str) -> Result<SocketAddr, String> {
+    let s = s.trim();
+    if let Ok(addr) = s.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            return Err("port 0 is not a port one can connect to".into());
+        }
+        return Ok(addr);
+    }
+    let Some((host, port)) = s.rsplit_once(':') else {
+        return Err("missing port (expected HOST:PORT)".into());
+    };
+    if host.is_empty() || host.contains(':') || host.contains('[') {
+        return Err("expected IP:PORT, [IPv6]:PORT or HOST:PORT".into());
+    }
+    let port = parse_port(port)?;
+    let mut addrs = (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve \"{host}\": {e}"))?;
+    addrs.next().ok_or_else(|| format!("\"{host}\" resolves to no address"))
+}
+
+fn parse_port(p: &str) -> Result<u16, String> {
+    match p.parse::<u16>() {
+        Ok(0) | Err(_) => Err(format!("bad port \"{p}\" (expected 1-65535)")),
+        Ok(n) => Ok(n),
+    }
+}
+
+/// Two binds collide if they are equal, or share a port where one is the wildcard of the
+/// same family (the second `bind()` would fail with EADDRINUSE at start).
+fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
+    if a == b {
+        return true;
+    }
+    a.port() == b.port() && a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())
+}

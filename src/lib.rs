@@ -1,0 +1,13 @@
+//! vipgate: a TCP load balancer for OpenStack controller VIPs and Galera.
+//!
+//! Data flow: [`config`] (TOML → validated model) → [`runtime`] (snapshot, listeners,
+//! signals, drain) → [`balance`] (pick a live server) → [`proxy`] (forward bytes), while
+//! [`health`] probes servers and flips their state beside it.
+
+pub mod balance;
+pub mod config;
+pub mod demo;
+pub mod net;
+pub mod health;
+pub mod proxy;
+pub mod runtime;

@@ -1,0 +1,70 @@
+//! Socket plumbing shared by listeners, the proxy and probes: how sockets are opened and
+//! tuned, in one place.
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
+use tokio::net::{TcpSocket, TcpStream};
+
+use crate::config::Keepalive;
+
+/// Open a listening socket. IP_FREEBIND lets vipgate bind a VIP that keepalived or
+/// pacemaker has not moved to this host yet; SO_REUSEADDR lets a restart bind while old
+/// connections sit in TIME_WAIT.
+pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        // Keep [::]:p and 0.0.0.0:p separate listeners, each as configured.
+        socket.set_only_v6(true)?;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    {
+        if addr.is_ipv4() {
+            socket.set_freebind_v4(true)?;
+        } else {
+            socket.set_freebind_v6(true)?;
+        }
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(backlog)?;
+    Ok(socket.into())
+}
+
+/// Connect to `addr`, from `source` when set, within `timeout` (None = no limit).
+pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Option<Duration>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
+    if let Some(ip) = source {
+        socket.bind(SocketAddr::new(ip, 0))?;
+    }
+    let attempt = socket.connect(addr);
+    match timeout {
+        Some(t) => match tokio::time::timeout(t, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {t:?}"))),
+        },
+        None => attempt.await,
+    }
+}
+
+/// Per-connection options on either side of a proxied connection.
+pub fn tune_stream(stream: &TcpStream, keepalive: &Keepalive) {
+    // Interactive protocols (MySQL, AMQP, HTTP request/response) must not wait on Nagle.
+    let _ = stream.set_nodelay(true);
+    if keepalive.enabled {
+        let ka = TcpKeepalive::new().with_time(keepalive.idle).with_interval(keepalive.interval);
+        #[cfg(any(target_os = "linux", target_os = "android"))]
+        let ka = ka.with_retries(keepalive.count);
+        let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
+    }
+}
+
+/// Close so that the peer sees a reset and no FIN/TIME_WAIT handshake: a health probe
+/// must leave no "aborted connection" trace in MySQL and no TIME_WAIT pile on either side.
+pub fn abort(stream: TcpStream) {
+    let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
+    drop(stream);
+}

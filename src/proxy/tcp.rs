@@ -1,0 +1,80 @@
+//! One client connection in tcp mode: pick a server, connect (retrying other servers on
+//! failure), forward, and log one line when it ends.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::Arc;
+
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::pump::{forward, End, Timeouts};
+use crate::balance::Tried;
+use crate::net;
+use crate::runtime::Service;
+
+pub async fn handle(client: TcpStream, peer: SocketAddr, service: Arc<Service>, use_splice: bool, shutdown: watch::Receiver<bool>) {
+    let started = Instant::now();
+    net::tune_stream(&client, &service.keepalive);
+    let mut tried = Tried::default();
+    let mut failures = 0u32;
+    let (lease, upstream) = loop {
+        let Some(lease) = service.pool.pick(peer.ip(), &tried) else {
+            let reason = if failures == 0 { "no server available" } else { "every server tried failed to connect" };
+            log_refused(peer, &service, started, reason);
+            return;
+        };
+        let server = lease.server();
+        match net::connect(server.address, server.source, service.connect_timeout).await {
+            Ok(stream) => break (lease, stream),
+            Err(e) => {
+                server.stats.connect_failures.fetch_add(1, Relaxed);
+                warn!(service = %service.name, server = %server.name, address = %server.address, error = %e, "connect failed");
+                tried.add(&lease, &service.pool);
+                failures += 1;
+                if failures > service.retries {
+                    log_refused(peer, &service, started, "connect retries exhausted");
+                    return;
+                }
+            }
+        }
+    };
+    let server = Arc::clone(lease.server());
+    server.stats.connections_total.fetch_add(1, Relaxed);
+    net::tune_stream(&upstream, &service.keepalive);
+    let timeouts = Timeouts { client: service.client_timeout, server: service.server_timeout };
+    let outcome = forward(&client, &upstream, timeouts, use_splice, shutdown).await;
+    drop(lease);
+    server.stats.bytes_in.fetch_add(outcome.bytes_in, Relaxed);
+    server.stats.bytes_out.fetch_add(outcome.bytes_out, Relaxed);
+    let duration_ms = started.elapsed().as_millis() as u64;
+    let end = outcome.end;
+    match outcome.error {
+        None => info!(
+            client = %peer, service = %service.name, server = %server.name,
+            bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out, duration_ms, end = %end,
+            "connection closed"
+        ),
+        Some(e) => info!(
+            client = %peer, service = %service.name, server = %server.name,
+            bytes_in = outcome.bytes_in, bytes_out = outcome.bytes_out, duration_ms, end = %end, error = %e,
+            "connection closed"
+        ),
+    }
+}
+
+fn log_refused(peer: SocketAddr, service: &Service, started: Instant, reason: &str) {
+    warn!(
+        client = %peer,
+        service = %service.name,
+        server = "-",
+        bytes_in = 0u64,
+        bytes_out = 0u64,
+        duration_ms = started.elapsed().as_millis() as u64,
+        end = %End::ConnectFailure,
+        error = %reason,
+        "connection closed"
+    );
+}
