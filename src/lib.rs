@@ -7,7 +7,7 @@
 pub mod balance;
 pub mod config;
 pub mod demo;
-pub mod net;
 pub mod health;
+pub mod net;
 pub mod proxy;
 pub mod runtime;

@@ -45,7 +45,12 @@ fn main() -> ExitCode {
         Command::Check { config } => match config::load(&config) {
             Ok(cfg) => {
                 let servers: usize = cfg.services.iter().map(|s| s.servers.len()).sum();
-                println!("{}: OK ({} services, {} servers)", config.display(), cfg.services.len(), servers);
+                println!(
+                    "{}: OK ({} services, {} servers)",
+                    config.display(),
+                    cfg.services.len(),
+                    servers
+                );
                 ExitCode::SUCCESS
             }
             Err(e) => {
@@ -88,7 +93,11 @@ fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .init();
 }
 
 /// Worker threads: `VIPGATE_WORKERS`, else `[global] workers`, else one per CPU.
@@ -96,14 +105,24 @@ fn workers(cfg: &Config) -> Result<usize, String> {
     if let Ok(v) = std::env::var("VIPGATE_WORKERS") {
         return match v.trim().parse::<usize>() {
             Ok(n) if (1..=1024).contains(&n) => Ok(n),
-            _ => Err(format!("VIPGATE_WORKERS=\"{v}\" is not a whole number from 1 to 1024")),
+            _ => Err(format!(
+                "VIPGATE_WORKERS=\"{v}\" is not a whole number from 1 to 1024"
+            )),
         };
     }
-    Ok(cfg.global.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))
+    Ok(cfg.global.workers.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    }))
 }
 
 fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().worker_threads(workers).thread_name("vipgate-worker").enable_all().build()
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(workers)
+        .thread_name("vipgate-worker")
+        .enable_all()
+        .build()
 }
 
 fn run(cfg: Config) -> ExitCode {
@@ -129,7 +148,12 @@ fn run(cfg: Config) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        info!(version = env!("CARGO_PKG_VERSION"), workers = n, services = cfg.services.len(), "starting");
+        info!(
+            version = env!("CARGO_PKG_VERSION"),
+            workers = n,
+            services = cfg.services.len(),
+            "starting"
+        );
         let running = tokio::select! {
             r = runtime::start(&cfg) => match r {
                 Ok(r) => r,

@@ -41,12 +41,18 @@ pub fn client_key(ip: IpAddr) -> u64 {
     }
 }
 
+/// The per-(client, server) hash behind the HRW score.
+#[inline]
+pub fn hrw_hash(client: u64, server: u64) -> u64 {
+    mix64(client ^ server.rotate_left(17))
+}
+
 /// Weighted rendezvous (HRW) score: the highest score wins. `w / -ln(u)` makes the
 /// probability of winning proportional to the weight, and removing one server only moves
 /// the clients that server had won.
 #[inline]
 pub fn hrw_score(client: u64, server: u64, weight: u32) -> f64 {
-    let h = mix64(client ^ server.rotate_left(17));
+    let h = hrw_hash(client, server);
     // u in (0, 1]: 53 random bits, never zero.
     let u = ((h >> 11) + 1) as f64 / (1u64 << 53) as f64;
     f64::from(weight) / -u.ln().min(-f64::MIN_POSITIVE)

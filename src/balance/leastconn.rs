@@ -14,7 +14,12 @@ pub struct LeastConn {
 }
 
 impl Balancer for LeastConn {
-    fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
+    fn pick(
+        &self,
+        servers: &[Arc<Server>],
+        eligible: &dyn Fn(usize) -> bool,
+        _client: IpAddr,
+    ) -> Option<usize> {
         let n = servers.len();
         if n == 0 {
             return None;
@@ -33,7 +38,11 @@ impl Balancer for LeastConn {
                     let (a, bs) = (&servers[i], &servers[b]);
                     let lhs = u64::from(a.active()) * u64::from(bs.weight);
                     let rhs = u64::from(bs.active()) * u64::from(a.weight);
-                    if lhs < rhs { Some(i) } else { Some(b) }
+                    if lhs < rhs {
+                        Some(i)
+                    } else {
+                        Some(b)
+                    }
                 }
             };
         }

@@ -17,14 +17,19 @@ use crate::runtime::Server;
 
 /// One balancing algorithm. `eligible(i)` says whether `servers[i]` may be chosen now.
 pub trait Balancer: Send + Sync {
-    fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, client: IpAddr) -> Option<usize>;
+    fn pick(
+        &self,
+        servers: &[Arc<Server>],
+        eligible: &dyn Fn(usize) -> bool,
+        client: IpAddr,
+    ) -> Option<usize>;
 }
 
 pub fn new_balancer(kind: BalanceKind, servers: &[Arc<Server>]) -> Box<dyn Balancer> {
     match kind {
         BalanceKind::RoundRobin => Box::new(roundrobin::RoundRobin::new(servers.len())),
         BalanceKind::LeastConn => Box::new(leastconn::LeastConn::default()),
-        BalanceKind::Source => Box::new(source::SourceHash),
+        BalanceKind::Source => Box::new(source::SourceHash::new(servers)),
         BalanceKind::First => Box::new(first::First),
         BalanceKind::Random => Box::new(random::PowerOfTwo),
     }
@@ -59,7 +64,11 @@ pub struct Tried(Vec<usize>);
 
 impl Tried {
     pub fn add(&mut self, lease: &Lease, pool: &Pool) {
-        if let Some(i) = pool.servers.iter().position(|s| Arc::ptr_eq(s, &lease.server)) {
+        if let Some(i) = pool
+            .servers
+            .iter()
+            .position(|s| Arc::ptr_eq(s, &lease.server))
+        {
             self.0.push(i);
         }
     }

@@ -23,7 +23,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err(DurationError("empty duration (use e.g. \"5s\", \"500ms\", \"48h\", or \"0\" for none)".into()));
+        return Err(DurationError(
+            "empty duration (use e.g. \"5s\", \"500ms\", \"48h\", or \"0\" for none)".into(),
+        ));
     }
     let mut total: u128 = 0;
     let mut rest = s;
@@ -34,7 +36,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         }
         let (num, after) = rest.split_at(digits);
         let value: u128 = num.parse().map_err(|_| bad(text, "number too large"))?;
-        let unit_len = after.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
+        let unit_len = after
+            .bytes()
+            .take_while(|b| b.is_ascii_alphabetic())
+            .count();
         if unit_len == 0 {
             return Err(bad(text, "missing unit (ms, s, m, h or d)"));
         }
@@ -46,7 +51,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             "m" => 60 * 1_000_000_000,
             "h" => 3_600 * 1_000_000_000,
             "d" => 86_400 * 1_000_000_000,
-            other => return Err(bad(text, &format!("unknown unit \"{other}\" (use ms, s, m, h or d)"))),
+            other => {
+                return Err(bad(
+                    text,
+                    &format!("unknown unit \"{other}\" (use ms, s, m, h or d)"),
+                ))
+            }
         };
         total = value
             .checked_mul(nanos_per)
@@ -68,20 +78,27 @@ fn bad(text: &str, why: &str) -> DurationError {
     DurationError(format!("bad duration \"{text}\": {why}"))
 }
 
-/// Render a duration back in the shortest unit that is exact, for logs and docs.
+/// Render a duration back in the largest unit that is exact, for logs and docs.
 pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if d.is_zero() {
-        "0".into()
-    } else if ms % 3_600_000 == 0 {
-        format!("{}h", ms / 3_600_000)
-    } else if ms % 60_000 == 0 {
-        format!("{}m", ms / 60_000)
-    } else if ms % 1000 == 0 {
-        format!("{}s", ms / 1000)
-    } else {
-        format!("{ms}ms")
+    let nanos = d.as_nanos();
+    if nanos == 0 {
+        return "0".into();
     }
+    const UNITS: [(&str, u128); 6] = [
+        ("d", 86_400_000_000_000),
+        ("h", 3_600_000_000_000),
+        ("m", 60_000_000_000),
+        ("s", 1_000_000_000),
+        ("ms", 1_000_000),
+        ("us", 1_000),
+    ];
+    for (unit, size) in UNITS {
+        if nanos % size == 0 {
+            return format!("{}{unit}", nanos / size);
+        }
+    }
+    // Below a microsecond: round up so the text never claims zero.
+    format!("{}us", nanos.div_ceil(1_000))
 }
 
 #[cfg(test)]
@@ -93,15 +110,30 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(parse_duration("48h").unwrap(), Duration::from_secs(48 * 3600));
+        assert_eq!(
+            parse_duration("48h").unwrap(),
+            Duration::from_secs(48 * 3600)
+        );
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(2 * 86400));
+        assert_eq!(
+            parse_duration("2d").unwrap(),
+            Duration::from_secs(2 * 86400)
+        );
     }
 
     #[test]
     fn rejects_garbage_with_reason() {
-        for bad in ["", "5", "s", "5x", "-1s", "1.5s", "99999999999999999999999h", "5 s"] {
+        for bad in [
+            "",
+            "5",
+            "s",
+            "5x",
+            "-1s",
+            "1.5s",
+            "99999999999999999999999h",
+            "5 s",
+        ] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.0.contains("duration"), "{bad}: {err}");
         }
@@ -109,8 +141,11 @@ mod tests {
 
     #[test]
     fn formats_round_trip() {
-        for s in ["500ms", "5s", "1m", "48h", "0"] {
-            assert_eq!(format_duration(parse_duration(s).unwrap()), s);
+        assert_eq!(format_duration(Duration::from_secs(48 * 3600)), "2d");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
+        for s in ["500ms", "5s", "1m", "48h", "0", "2d", "1500us"] {
+            let d = parse_duration(s).unwrap();
+            assert_eq!(parse_duration(&format_duration(d)).unwrap(), d, "{s}");
         }
     }
 }

@@ -16,9 +16,15 @@ pub use validate::{parse_bind, parse_server_addr, Problem};
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file could not be read.
-    Io { file: String, source: std::io::Error },
+    Io {
+        file: String,
+        source: std::io::Error,
+    },
     /// The file was read but is not a valid configuration; one diagnostic per problem.
-    Invalid { file: String, diagnostics: Vec<Diagnostic> },
+    Invalid {
+        file: String,
+        diagnostics: Vec<Diagnostic>,
+    },
 }
 
 /// One problem, positioned for humans (1-based line and column).
@@ -51,7 +57,10 @@ impl std::error::Error for ConfigError {}
 /// Read and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+        file: file.clone(),
+        source,
+    })?;
     parse(&text, &file)
 }
 
@@ -63,7 +72,11 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             .into_iter()
             .map(|p| {
                 let (line, column) = line_col(text, p.offset);
-                Diagnostic { line, column, message: p.message }
+                Diagnostic {
+                    line,
+                    column,
+                    message: p.message,
+                }
             })
             .collect(),
     })

@@ -24,7 +24,11 @@ pub struct Global {
 
 impl Default for Global {
     fn default() -> Self {
-        Global { workers: None, grace: Duration::from_secs(30), splice: true }
+        Global {
+            workers: None,
+            grace: Duration::from_secs(30),
+            splice: true,
+        }
     }
 }
 
@@ -48,7 +52,8 @@ pub enum BalanceKind {
 }
 
 impl BalanceKind {
-    pub const NAMES: &'static [&'static str] = &["roundrobin", "leastconn", "source", "first", "random"];
+    pub const NAMES: &'static [&'static str] =
+        &["roundrobin", "leastconn", "source", "first", "random"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
@@ -86,7 +91,12 @@ impl Default for Keepalive {
     fn default() -> Self {
         // Kernel defaults (2 h idle) leave a dead peer after VIP failover hanging for hours;
         // 60 s + 6 × 10 s notices it in about two minutes at a negligible packet cost.
-        Keepalive { enabled: true, idle: Duration::from_secs(60), interval: Duration::from_secs(10), count: 6 }
+        Keepalive {
+            enabled: true,
+            idle: Duration::from_secs(60),
+            interval: Duration::from_secs(10),
+            count: 6,
+        }
     }
 }
 

@@ -38,13 +38,18 @@ pub fn validate(src: &str) -> Result<Config, Vec<Problem>> {
             .collect();
         return Err(sorted(problems));
     }
-    let mut v = Validator { problems: Vec::new() };
+    let mut v = Validator {
+        problems: Vec::new(),
+    };
     let config = v.root(root.get_ref());
     if v.problems.is_empty() {
         if let Some(config) = config {
             return Ok(config);
         }
-        v.problems.push(Problem { offset: 0, message: "configuration is incomplete".into() });
+        v.problems.push(Problem {
+            offset: 0,
+            message: "configuration is incomplete".into(),
+        });
     }
     Err(sorted(v.problems))
 }
@@ -106,13 +111,20 @@ const SERVICE_KEYS: &[&str] = &[
 
 impl Validator {
     fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.problems.push(Problem { offset: span.start, message: message.into() });
+        self.problems.push(Problem {
+            offset: span.start,
+            message: message.into(),
+        });
     }
 
     fn unknown(&mut self, key: &Key<'_>, section: &str, known: &[&str]) {
         self.err(
             key.span(),
-            format!("unknown key \"{}\" in {section} (known keys: {})", key.get_ref(), known.join(", ")),
+            format!(
+                "unknown key \"{}\" in {section} (known keys: {})",
+                key.get_ref(),
+                known.join(", ")
+            ),
         );
     }
 
@@ -152,15 +164,26 @@ impl Validator {
                         }
                     }
                 }
-                _ => self.unknown(key, "the top level", &["global", "admin", "defaults", "services"]),
+                _ => self.unknown(
+                    key,
+                    "the top level",
+                    &["global", "admin", "defaults", "services"],
+                ),
             }
         }
         if !saw_services {
-            self.err(0..0, "no [services.NAME] section: there is nothing to balance");
+            self.err(
+                0..0,
+                "no [services.NAME] section: there is nothing to balance",
+            );
         }
         self.check_bind_conflicts(&services);
         let services = services.into_iter().map(|(s, _)| s).collect();
-        Some(Config { global, admin, services })
+        Some(Config {
+            global,
+            admin,
+            services,
+        })
     }
 
     fn global(&mut self, t: &DeTable<'_>) -> Global {
@@ -188,19 +211,31 @@ impl Validator {
         let mut bind = None;
         for (key, value) in t.iter() {
             match key.get_ref().as_ref() {
-                "bind" => bind = self.string(key, value).and_then(|s| self.bind_addr(&value.span(), s)),
+                "bind" => {
+                    bind = self
+                        .string(key, value)
+                        .and_then(|s| self.bind_addr(&value.span(), s))
+                }
                 _ => self.unknown(key, "[admin]", &["bind"]),
             }
         }
         bind.map(|bind| Admin { bind })
     }
 
-    fn service_fields(&mut self, t: &DeTable<'_>, section: &str, in_defaults: bool) -> ServiceFields {
+    fn service_fields(
+        &mut self,
+        t: &DeTable<'_>,
+        section: &str,
+        in_defaults: bool,
+    ) -> ServiceFields {
         let mut f = ServiceFields::default();
         for (key, value) in t.iter() {
             let k = key.get_ref().as_ref();
             if in_defaults && (k == "bind" || k == "servers") {
-                self.err(key.span(), format!("\"{k}\" belongs in a [services.NAME] section, not in [defaults]"));
+                self.err(
+                    key.span(),
+                    format!("\"{k}\" belongs in a [services.NAME] section, not in [defaults]"),
+                );
                 continue;
             }
             match k {
@@ -213,11 +248,17 @@ impl Validator {
                     f.mode = self.string(key, value).and_then(|s| match s {
                         "tcp" => Some(Mode::Tcp),
                         "http" => {
-                            self.err(value.span(), "mode \"http\" is not available in this version; use \"tcp\"");
+                            self.err(
+                                value.span(),
+                                "mode \"http\" is not available in this version; use \"tcp\"",
+                            );
                             None
                         }
                         other => {
-                            self.err(value.span(), format!("unknown mode \"{other}\" (expected \"tcp\")"));
+                            self.err(
+                                value.span(),
+                                format!("unknown mode \"{other}\" (expected \"tcp\")"),
+                            );
                             None
                         }
                     })
@@ -228,7 +269,10 @@ impl Validator {
                         if kind.is_none() {
                             self.err(
                                 value.span(),
-                                format!("unknown balance \"{s}\" (expected one of: {})", BalanceKind::NAMES.join(", ")),
+                                format!(
+                                    "unknown balance \"{s}\" (expected one of: {})",
+                                    BalanceKind::NAMES.join(", ")
+                                ),
                             );
                         }
                         kind
@@ -241,8 +285,14 @@ impl Validator {
                 "keepalive" => f.keepalive = self.boolean(key, value),
                 "keepalive_idle" => f.keepalive_idle = self.positive_duration(key, value),
                 "keepalive_interval" => f.keepalive_interval = self.positive_duration(key, value),
-                "keepalive_count" => f.keepalive_count = self.integer(key, value, 1, 127).map(|n| n as u32),
-                "source" => f.source = self.string(key, value).and_then(|s| self.ip(&value.span(), s)),
+                "keepalive_count" => {
+                    f.keepalive_count = self.integer(key, value, 1, 127).map(|n| n as u32)
+                }
+                "source" => {
+                    f.source = self
+                        .string(key, value)
+                        .and_then(|s| self.ip(&value.span(), s))
+                }
                 "check" => {
                     if let Some(ct) = self.table(key, value) {
                         f.check = Some(self.check_fields(ct, section));
@@ -265,16 +315,37 @@ impl Validator {
         let t = self.table(name, body)?;
         let f = self.service_fields(t, &section, false);
         let svc_name = name.get_ref().to_string();
-        if svc_name.is_empty() || !svc_name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
-            self.err(name.span(), format!("service name \"{svc_name}\" may only use letters, digits, '-', '_' and '.'"));
+        if svc_name.is_empty()
+            || !svc_name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
+        {
+            self.err(
+                name.span(),
+                format!(
+                    "service name \"{svc_name}\" may only use letters, digits, '-', '_' and '.'"
+                ),
+            );
         }
-        let binds = f.binds.clone().or_else(|| defaults.binds.clone()).unwrap_or_default();
+        let binds = f
+            .binds
+            .clone()
+            .or_else(|| defaults.binds.clone())
+            .unwrap_or_default();
         if binds.is_empty() && f.binds.is_none() {
-            self.err(name.span(), format!("service \"{svc_name}\" has no bind (add bind = [\"IP:PORT\"])"));
+            self.err(
+                name.span(),
+                format!("service \"{svc_name}\" has no bind (add bind = [\"IP:PORT\"])"),
+            );
         }
         let servers = f.servers.clone().unwrap_or_default();
         if servers.is_empty() {
-            self.err(name.span(), format!("service \"{svc_name}\" has no servers (add [[services.{svc_name}.servers]])"));
+            self.err(
+                name.span(),
+                format!(
+                    "service \"{svc_name}\" has no servers (add [[services.{svc_name}.servers]])"
+                ),
+            );
         } else if servers.iter().all(|(s, _)| s.backup) {
             self.err(
                 name.span(),
@@ -283,18 +354,35 @@ impl Validator {
         }
         for (i, (s, span)) in servers.iter().enumerate() {
             if servers[..i].iter().any(|(o, _)| o.name == s.name) {
-                self.err(span.clone(), format!("server name \"{}\" is used twice in service \"{svc_name}\"", s.name));
+                self.err(
+                    span.clone(),
+                    format!(
+                        "server name \"{}\" is used twice in service \"{svc_name}\"",
+                        s.name
+                    ),
+                );
             }
         }
         let ka = Keepalive::default();
         let keepalive = Keepalive {
             enabled: f.keepalive.or(defaults.keepalive).unwrap_or(ka.enabled),
-            idle: f.keepalive_idle.or(defaults.keepalive_idle).unwrap_or(ka.idle),
-            interval: f.keepalive_interval.or(defaults.keepalive_interval).unwrap_or(ka.interval),
-            count: f.keepalive_count.or(defaults.keepalive_count).unwrap_or(ka.count),
+            idle: f
+                .keepalive_idle
+                .or(defaults.keepalive_idle)
+                .unwrap_or(ka.idle),
+            interval: f
+                .keepalive_interval
+                .or(defaults.keepalive_interval)
+                .unwrap_or(ka.interval),
+            count: f
+                .keepalive_count
+                .or(defaults.keepalive_count)
+                .unwrap_or(ka.count),
         };
-        let connect_timeout =
-            f.connect_timeout.or(defaults.connect_timeout).unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT));
+        let connect_timeout = f
+            .connect_timeout
+            .or(defaults.connect_timeout)
+            .unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT));
         let check = match (&defaults.check, &f.check) {
             (None, None) => None,
             (d, s) => {
@@ -315,17 +403,30 @@ impl Validator {
             name: svc_name,
             binds,
             mode: f.mode.or(defaults.mode).unwrap_or(Mode::Tcp),
-            balance: f.balance.or(defaults.balance).unwrap_or(BalanceKind::RoundRobin),
+            balance: f
+                .balance
+                .or(defaults.balance)
+                .unwrap_or(BalanceKind::RoundRobin),
             connect_timeout,
-            client_timeout: f.client_timeout.or(defaults.client_timeout).unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
-            server_timeout: f.server_timeout.or(defaults.server_timeout).unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
+            client_timeout: f
+                .client_timeout
+                .or(defaults.client_timeout)
+                .unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
+            server_timeout: f
+                .server_timeout
+                .or(defaults.server_timeout)
+                .unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
             retries: f.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
             keepalive,
             source: f.source.or(defaults.source),
             check,
             servers: servers.into_iter().map(|(s, _)| s).collect(),
         };
-        let spans = if f.bind_spans.is_empty() { vec![name.span(); svc.binds.len()] } else { f.bind_spans };
+        let spans = if f.bind_spans.is_empty() {
+            vec![name.span(); svc.binds.len()]
+        } else {
+            f.bind_spans
+        };
         Some((svc, spans))
     }
 
@@ -354,12 +455,19 @@ impl Validator {
 
     fn servers(&mut self, key: &Key<'_>, value: &Val<'_>) -> Vec<(Server, Range<usize>)> {
         let DeValue::Array(items) = value.get_ref() else {
-            self.err(value.span(), "\"servers\" must be an array of tables ([[services.NAME.servers]])");
+            self.err(
+                value.span(),
+                "\"servers\" must be an array of tables ([[services.NAME.servers]])",
+            );
             return Vec::new();
         };
         let mut out = Vec::new();
         for item in items.iter() {
-            let span = if item.span().is_empty() { key.span() } else { item.span() };
+            let span = if item.span().is_empty() {
+                key.span()
+            } else {
+                item.span()
+            };
             let DeValue::Table(t) = item.get_ref() else {
                 self.err(span, "each server must be a table with name and address");
                 continue;
@@ -372,7 +480,8 @@ impl Validator {
     }
 
     fn server(&mut self, t: &DeTable<'_>, span: Range<usize>) -> Option<Server> {
-        let (mut name, mut address, mut weight, mut backup, mut source) = (None, None, 1, false, None);
+        let (mut name, mut address, mut weight, mut backup, mut source) =
+            (None, None, 1, false, None);
         let mut ok = true;
         for (key, value) in t.iter() {
             match key.get_ref().as_ref() {
@@ -382,14 +491,26 @@ impl Validator {
                         self.err(value.span(), "server name must not be empty");
                     }
                 }
-                "address" => address = self.string(key, value).and_then(|s| self.server_addr(&value.span(), s)),
+                "address" => {
+                    address = self
+                        .string(key, value)
+                        .and_then(|s| self.server_addr(&value.span(), s))
+                }
                 "weight" => match self.integer(key, value, 0, MAX_WEIGHT as i64) {
                     Some(w) => weight = w as u32,
                     None => ok = false,
                 },
                 "backup" => backup = self.boolean(key, value).unwrap_or(false),
-                "source" => source = self.string(key, value).and_then(|s| self.ip(&value.span(), s)),
-                _ => self.unknown(key, "a server", &["name", "address", "weight", "backup", "source"]),
+                "source" => {
+                    source = self
+                        .string(key, value)
+                        .and_then(|s| self.ip(&value.span(), s))
+                }
+                _ => self.unknown(
+                    key,
+                    "a server",
+                    &["name", "address", "weight", "backup", "source"],
+                ),
             }
         }
         let Some(name) = name else {
@@ -402,7 +523,13 @@ impl Validator {
             }
             return None;
         };
-        ok.then_some(Server { name, address, weight, backup, source })
+        ok.then_some(Server {
+            name,
+            address,
+            weight,
+            backup,
+            source,
+        })
     }
 
     fn binds(&mut self, key: &Key<'_>, value: &Val<'_>) -> (Vec<SocketAddr>, Vec<Range<usize>>) {
@@ -435,7 +562,13 @@ impl Validator {
                     }
                 }
             }
-            _ => self.err(value.span(), format!("\"{}\" must be a string or an array of strings", key.get_ref())),
+            _ => self.err(
+                value.span(),
+                format!(
+                    "\"{}\" must be a string or an array of strings",
+                    key.get_ref()
+                ),
+            ),
         }
         (addrs, spans)
     }
@@ -449,7 +582,9 @@ impl Validator {
                     let msg = if other == addr {
                         format!("bind {addr} is already bound by service \"{owner}\"")
                     } else {
-                        format!("bind {addr} overlaps {other}, already bound by service \"{owner}\"")
+                        format!(
+                            "bind {addr} overlaps {other}, already bound by service \"{owner}\""
+                        )
                     };
                     self.err(span.clone(), msg);
                 } else {
@@ -465,7 +600,14 @@ impl Validator {
         match value.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
-                self.err(value.span(), format!("\"{}\" must be a table, not {}", key.get_ref(), other.type_str()));
+                self.err(
+                    value.span(),
+                    format!(
+                        "\"{}\" must be a table, not {}",
+                        key.get_ref(),
+                        other.type_str()
+                    ),
+                );
                 None
             }
         }
@@ -475,7 +617,14 @@ impl Validator {
         match value.get_ref() {
             DeValue::String(s) => Some(s.as_ref()),
             other => {
-                self.err(value.span(), format!("\"{}\" must be a string, not {}", key.get_ref(), other.type_str()));
+                self.err(
+                    value.span(),
+                    format!(
+                        "\"{}\" must be a string, not {}",
+                        key.get_ref(),
+                        other.type_str()
+                    ),
+                );
                 None
             }
         }
@@ -485,7 +634,14 @@ impl Validator {
         match value.get_ref() {
             DeValue::Boolean(b) => Some(*b),
             other => {
-                self.err(value.span(), format!("\"{}\" must be true or false, not {}", key.get_ref(), other.type_str()));
+                self.err(
+                    value.span(),
+                    format!(
+                        "\"{}\" must be true or false, not {}",
+                        key.get_ref(),
+                        other.type_str()
+                    ),
+                );
                 None
             }
         }
@@ -493,7 +649,9 @@ impl Validator {
 
     fn integer(&mut self, key: &Key<'_>, value: &Val<'_>, min: i64, max: i64) -> Option<i64> {
         let parsed = match value.get_ref() {
-            DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok(),
+            DeValue::Integer(i) => {
+                i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
+            }
             _ => None,
         };
         match parsed {
@@ -501,7 +659,10 @@ impl Validator {
             _ => {
                 self.err(
                     value.span(),
-                    format!("\"{}\" must be a whole number from {min} to {max}", key.get_ref()),
+                    format!(
+                        "\"{}\" must be a whole number from {min} to {max}",
+                        key.get_ref()
+                    ),
                 );
                 None
             }
@@ -512,7 +673,10 @@ impl Validator {
         let DeValue::String(s) = value.get_ref() else {
             self.err(
                 value.span(),
-                format!("\"{}\" must be a duration string such as \"5s\" or \"500ms\"", key.get_ref()),
+                format!(
+                    "\"{}\" must be a duration string such as \"5s\" or \"500ms\"",
+                    key.get_ref()
+                ),
             );
             return None;
         };
@@ -527,13 +691,17 @@ impl Validator {
 
     /// A timeout: `"0"` means none.
     fn timeout(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Option<Duration>> {
-        self.duration(key, value).map(|d| (!d.is_zero()).then_some(d))
+        self.duration(key, value)
+            .map(|d| (!d.is_zero()).then_some(d))
     }
 
     fn positive_duration(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Duration> {
         let d = self.duration(key, value)?;
         if d.is_zero() {
-            self.err(value.span(), format!("\"{}\" must be a duration above zero", key.get_ref()));
+            self.err(
+                value.span(),
+                format!("\"{}\" must be a duration above zero", key.get_ref()),
+            );
             return None;
         }
         Some(d)
@@ -543,7 +711,10 @@ impl Validator {
         match s.trim_start_matches('[').trim_end_matches(']').parse() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                self.err(span.clone(), format!("bad address \"{s}\": expected an IP address such as 10.0.0.5"));
+                self.err(
+                    span.clone(),
+                    format!("bad address \"{s}\": expected an IP address such as 10.0.0.5"),
+                );
                 None
             }
         }
@@ -578,9 +749,14 @@ pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
     }
     if let Some(port) = s.strip_prefix("[::]:") {
-        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), parse_port(port)?));
+        return Ok(SocketAddr::new(
+            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            parse_port(port)?,
+        ));
     }
-    let addr: SocketAddr = s.parse().map_err(|_| "expected IP:PORT, [IPv6]:PORT or *:PORT".to_string())?;
+    let addr: SocketAddr = s
+        .parse()
+        .map_err(|_| "expected IP:PORT, [IPv6]:PORT or *:PORT".to_string())?;
     if addr.port() == 0 {
         return Err("port 0 is not a port one can connect to".into());
     }
@@ -603,8 +779,12 @@ pub fn parse_server_addr(s: &str) -> Result<SocketAddr, String> {
         return Err("expected IP:PORT, [IPv6]:PORT or HOST:PORT".into());
     }
     let port = parse_port(port)?;
-    let mut addrs = (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve \"{host}\": {e}"))?;
-    addrs.next().ok_or_else(|| format!("\"{host}\" resolves to no address"))
+    let mut addrs = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve \"{host}\": {e}"))?;
+    addrs
+        .next()
+        .ok_or_else(|| format!("\"{host}\" resolves to no address"))
 }
 
 fn parse_port(p: &str) -> Result<u16, String> {
@@ -620,5 +800,7 @@ fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     if a == b {
         return true;
     }
-    a.port() == b.port() && a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() == b.port()
+        && a.is_ipv4() == b.is_ipv4()
+        && (a.ip().is_unspecified() || b.ip().is_unspecified())
 }

@@ -38,14 +38,26 @@ pub fn spawn_checks(
         let (tx, rx) = oneshot::channel();
         // Spread the servers' phases over the interval so probes never go out in one burst.
         let phase = check.interval * i as u32 / n;
-        let task = tokio::spawn(check_loop(service.to_string(), check.clone(), Arc::clone(server), phase, tx));
+        let task = tokio::spawn(check_loop(
+            service.to_string(),
+            check.clone(),
+            Arc::clone(server),
+            phase,
+            tx,
+        ));
         tasks.push(task);
         first.push(rx);
     }
     (tasks, first)
 }
 
-async fn check_loop(service: String, check: Check, server: Arc<Server>, phase: Duration, first: oneshot::Sender<()>) {
+async fn check_loop(
+    service: String,
+    check: Check,
+    server: Arc<Server>,
+    phase: Duration,
+    first: oneshot::Sender<()>,
+) {
     let mut state = HealthState::new(check.rise, check.fall);
     let mut first = Some(first);
     let mut delay = Duration::ZERO;

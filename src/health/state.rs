@@ -26,7 +26,11 @@ pub struct HealthState {
 
 impl HealthState {
     pub fn new(rise: u32, fall: u32) -> Self {
-        HealthState { rise: rise.max(1), fall: fall.max(1), health: None }
+        HealthState {
+            rise: rise.max(1),
+            fall: fall.max(1),
+            health: None,
+        }
     }
 
     fn top(&self) -> u32 {
@@ -57,10 +61,20 @@ impl HealthState {
         let next = match self.health {
             None => {
                 self.health = Some(if ok { self.top() } else { 0 });
-                return Some(if ok { Transition::WentUp } else { Transition::WentDown });
+                return Some(if ok {
+                    Transition::WentUp
+                } else {
+                    Transition::WentDown
+                });
             }
             // Reaching `rise` jumps to the top, so an up server always has `fall` to spend.
-            Some(h) if ok => if h + 1 >= self.rise { self.top() } else { h + 1 },
+            Some(h) if ok => {
+                if h + 1 >= self.rise {
+                    self.top()
+                } else {
+                    h + 1
+                }
+            }
             // Falling below `rise` drops to 0, so a down server always needs `rise` in a row.
             Some(h) => match h.saturating_sub(1) {
                 n if n < self.rise => 0,
@@ -85,7 +99,11 @@ mod tests {
         seq.chars()
             .map(|c| {
                 s.observe(c == '+');
-                if s.is_up() { 'U' } else { 'D' }
+                if s.is_up() {
+                    'U'
+                } else {
+                    'D'
+                }
             })
             .collect()
     }
@@ -135,7 +153,10 @@ mod tests {
                             if up != p {
                                 assert!(t.is_some());
                                 let need = if up { rise } else { fall };
-                                assert!(streak >= need, "rise={rise} fall={fall} seq={seq:?} at {n}");
+                                assert!(
+                                    streak >= need,
+                                    "rise={rise} fall={fall} seq={seq:?} at {n}"
+                                );
                                 assert_eq!(up, ok);
                             } else {
                                 assert!(t.is_none());

@@ -10,13 +10,19 @@ use std::time::Duration;
 
 use crate::net;
 
-pub async fn probe(addr: SocketAddr, source: Option<IpAddr>, timeout: Duration) -> Result<(), String> {
+pub async fn probe(
+    addr: SocketAddr,
+    source: Option<IpAddr>,
+    timeout: Duration,
+) -> Result<(), String> {
     match net::connect(addr, source, Some(timeout)).await {
         Ok(stream) => {
             net::abort(stream);
             Ok(())
         }
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => Err(format!("tcp connect to {addr} timed out")),
+        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+            Err(format!("tcp connect to {addr} timed out"))
+        }
         Err(e) => Err(format!("tcp connect to {addr} failed: {e}")),
     }
 }

@@ -74,7 +74,8 @@ struct Activity {
 
 impl Activity {
     fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Relaxed);
+        self.last_ms
+            .store(self.start.elapsed().as_millis() as u64, Relaxed);
     }
 }
 
@@ -142,7 +143,12 @@ pub async fn forward(
             break first_close.unwrap_or(End::ClientClose);
         }
     };
-    Outcome { bytes_in: act.bytes_in.load(Relaxed), bytes_out: act.bytes_out.load(Relaxed), end, error }
+    Outcome {
+        bytes_in: act.bytes_in.load(Relaxed),
+        bytes_out: act.bytes_out.load(Relaxed),
+        end,
+        error,
+    }
 }
 
 /// Resolves when the connection has been idle too long, naming the side to blame.
@@ -171,7 +177,13 @@ async fn idle(act: &Activity, t: Timeouts, c2s_open: bool, s2c_open: bool) -> En
     }
 }
 
-async fn direction(src: &TcpStream, dst: &TcpStream, dir: Dir, use_splice: bool, act: &Activity) -> Result<(), Fail> {
+async fn direction(
+    src: &TcpStream,
+    dst: &TcpStream,
+    dir: Dir,
+    use_splice: bool,
+    act: &Activity,
+) -> Result<(), Fail> {
     let counter = match dir {
         Dir::ClientToServer => &act.bytes_in,
         Dir::ServerToClient => &act.bytes_out,
@@ -196,7 +208,12 @@ enum SpliceEnd {
 }
 
 #[cfg(target_os = "linux")]
-async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &Activity) -> SpliceEnd {
+async fn splice_loop(
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &AtomicU64,
+    act: &Activity,
+) -> SpliceEnd {
     use super::splice;
     use std::os::fd::AsRawFd;
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
@@ -247,7 +264,12 @@ async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act:
     }
 }
 
-async fn copy_loop(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &Activity) -> Result<(), Fail> {
+async fn copy_loop(
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &AtomicU64,
+    act: &Activity,
+) -> Result<(), Fail> {
     loop {
         src.readable().await.map_err(Fail::Src)?;
         if !copy_chunk(src, dst, counter, act).await? {
@@ -257,7 +279,12 @@ async fn copy_loop(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &
 }
 
 /// Copy what `src` has ready. Ok(false) at EOF. Takes a buffer only once data is there.
-async fn copy_chunk(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &Activity) -> Result<bool, Fail> {
+async fn copy_chunk(
+    src: &TcpStream,
+    dst: &TcpStream,
+    counter: &AtomicU64,
+    act: &Activity,
+) -> Result<bool, Fail> {
     let mut buf = copy::take();
     let n = match src.try_read(&mut buf) {
         Ok(0) => {
@@ -283,7 +310,9 @@ async fn copy_chunk(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: 
                 counter.fetch_add(w as u64, Relaxed);
                 act.touch();
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await.map_err(Fail::Dst)?,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                dst.writable().await.map_err(Fail::Dst)?
+            }
             Err(e) => return Err(Fail::Dst(e)),
         }
     }

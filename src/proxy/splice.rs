@@ -21,6 +21,8 @@ const POOL_PER_THREAD: usize = 64;
 pub const CHUNK: usize = 1 << 20;
 
 static LIVE_PIPES: AtomicUsize = AtomicUsize::new(0);
+/// Pipes lent to connections right now (the rest of the live ones sit in pools).
+static LENT_PIPES: AtomicUsize = AtomicUsize::new(0);
 
 thread_local! {
     static POOL: RefCell<Vec<Pipe>> = const { RefCell::new(Vec::new()) };
@@ -31,6 +33,7 @@ pub struct Pipe {
     write: OwnedFd,
     /// Bytes currently inside the pipe.
     pub pending: usize,
+    lent: bool,
 }
 
 impl Pipe {
@@ -43,7 +46,12 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Pipe { read, write, pending: 0 })
+        Ok(Pipe {
+            read,
+            write,
+            pending: 0,
+            lent: false,
+        })
     }
 
     /// Move up to `len` bytes from socket `from` into this pipe.
@@ -57,7 +65,10 @@ impl Pipe {
     pub fn drain_to(&mut self, to: RawFd) -> io::Result<usize> {
         let n = splice(self.read.as_raw_fd(), to, self.pending)?;
         if n == 0 {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "splice wrote nothing"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "splice wrote nothing",
+            ));
         }
         self.pending -= n;
         Ok(n)
@@ -67,21 +78,30 @@ impl Pipe {
 impl Drop for Pipe {
     fn drop(&mut self) {
         LIVE_PIPES.fetch_sub(1, Relaxed);
+        if self.lent {
+            LENT_PIPES.fetch_sub(1, Relaxed);
+        }
     }
+}
+
+fn lend(mut pipe: Pipe) -> Pipe {
+    pipe.lent = true;
+    LENT_PIPES.fetch_add(1, Relaxed);
+    pipe
 }
 
 /// Borrow an empty pipe. `Ok(None)` means the cap is reached or the system is out of
 /// descriptors: the caller copies this chunk instead.
 pub fn take() -> Option<Pipe> {
     if let Some(p) = POOL.with(|pool| pool.borrow_mut().pop()) {
-        return Some(p);
+        return Some(lend(p));
     }
     if LIVE_PIPES.fetch_add(1, Relaxed) >= MAX_PIPES {
         LIVE_PIPES.fetch_sub(1, Relaxed);
         return None;
     }
     match Pipe::open() {
-        Ok(p) => Some(p),
+        Ok(p) => Some(lend(p)),
         Err(_) => {
             LIVE_PIPES.fetch_sub(1, Relaxed);
             None
@@ -90,7 +110,9 @@ pub fn take() -> Option<Pipe> {
 }
 
 /// Return a pipe. Only an empty pipe is kept; anything else is closed.
-pub fn give(pipe: Pipe) {
+pub fn give(mut pipe: Pipe) {
+    pipe.lent = false;
+    LENT_PIPES.fetch_sub(1, Relaxed);
     if pipe.pending != 0 {
         return;
     }
@@ -107,9 +129,17 @@ pub fn live_pipes() -> usize {
     LIVE_PIPES.load(Relaxed)
 }
 
+/// Pipes lent to connections right now: zero when every connection is idle.
+pub fn lent_pipes() -> usize {
+    LENT_PIPES.load(Relaxed)
+}
+
 /// Is this error one where splice itself is unsupported for these descriptors?
 pub fn unsupported(e: &io::Error) -> bool {
-    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP))
+    matches!(
+        e.raw_os_error(),
+        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
+    )
 }
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
@@ -117,7 +147,16 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     // SAFETY: both descriptors are open for the duration of the call (borrowed from live
     // sockets and an owned pipe); null offsets are required for sockets and pipes.
-    let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
+    let n = unsafe {
+        libc::splice(
+            from,
+            std::ptr::null_mut(),
+            to,
+            std::ptr::null_mut(),
+            len,
+            flags,
+        )
+    };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

@@ -15,14 +15,24 @@ use crate::balance::Tried;
 use crate::net;
 use crate::runtime::Service;
 
-pub async fn handle(client: TcpStream, peer: SocketAddr, service: Arc<Service>, use_splice: bool, shutdown: watch::Receiver<bool>) {
+pub async fn handle(
+    client: TcpStream,
+    peer: SocketAddr,
+    service: Arc<Service>,
+    use_splice: bool,
+    shutdown: watch::Receiver<bool>,
+) {
     let started = Instant::now();
     net::tune_stream(&client, &service.keepalive);
     let mut tried = Tried::default();
     let mut failures = 0u32;
     let (lease, upstream) = loop {
         let Some(lease) = service.pool.pick(peer.ip(), &tried) else {
-            let reason = if failures == 0 { "no server available" } else { "every server tried failed to connect" };
+            let reason = if failures == 0 {
+                "no server available"
+            } else {
+                "every server tried failed to connect"
+            };
             log_refused(peer, &service, started, reason);
             return;
         };
@@ -44,7 +54,10 @@ pub async fn handle(client: TcpStream, peer: SocketAddr, service: Arc<Service>, 
     let server = Arc::clone(lease.server());
     server.stats.connections_total.fetch_add(1, Relaxed);
     net::tune_stream(&upstream, &service.keepalive);
-    let timeouts = Timeouts { client: service.client_timeout, server: service.server_timeout };
+    let timeouts = Timeouts {
+        client: service.client_timeout,
+        server: service.server_timeout,
+    };
     let outcome = forward(&client, &upstream, timeouts, use_splice, shutdown).await;
     drop(lease);
     server.stats.bytes_in.fetch_add(outcome.bytes_in, Relaxed);

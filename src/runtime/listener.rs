@@ -54,7 +54,9 @@ impl AcceptLoop {
                         drop(guard);
                     });
                 }
-                Err(e) if transient(&e) => debug!(bind = %self.bind, error = %e, "accept: peer went away"),
+                Err(e) if transient(&e) => {
+                    debug!(bind = %self.bind, error = %e, "accept: peer went away")
+                }
                 Err(e) => {
                     // Out of descriptors or memory: accepting again at once would spin a
                     // core; back off and let connections finish and free descriptors.
@@ -77,6 +79,8 @@ impl AcceptLoop {
 fn transient(e: &io::Error) -> bool {
     matches!(
         e.kind(),
-        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
     )
 }

@@ -31,14 +31,25 @@ const BACKLOG: i32 = 4096;
 #[derive(Debug)]
 pub enum RunError {
     /// A listener could not be opened.
-    Bind { service: String, bind: SocketAddr, source: io::Error },
+    Bind {
+        service: String,
+        bind: SocketAddr,
+        source: io::Error,
+    },
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RunError::Bind { service, bind, source } => {
-                write!(f, "service \"{service}\": cannot listen on {bind}: {source}")
+            RunError::Bind {
+                service,
+                bind,
+                source,
+            } => {
+                write!(
+                    f,
+                    "service \"{service}\": cannot listen on {bind}: {source}"
+                )
             }
         }
     }
@@ -70,10 +81,19 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let mut listeners = Vec::new();
     for svc in &config.services {
         for &bind in &svc.binds {
-            let std_listener = crate::net::bind_listener(bind, BACKLOG)
-                .map_err(|source| RunError::Bind { service: svc.name.clone(), bind, source })?;
-            let listener = tokio::net::TcpListener::from_std(std_listener)
-                .map_err(|source| RunError::Bind { service: svc.name.clone(), bind, source })?;
+            let std_listener =
+                crate::net::bind_listener(bind, BACKLOG).map_err(|source| RunError::Bind {
+                    service: svc.name.clone(),
+                    bind,
+                    source,
+                })?;
+            let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|source| {
+                RunError::Bind {
+                    service: svc.name.clone(),
+                    bind,
+                    source,
+                }
+            })?;
             let local = listener.local_addr().unwrap_or(bind);
             listeners.push((svc.name.clone(), local, listener));
         }
@@ -118,7 +138,15 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         };
         accept_tasks.push(tokio::spawn(accept.run()));
     }
-    Ok(Running { snapshot, tracker, stop_tx, close_all_tx, accept_tasks, check_tasks, local_addrs })
+    Ok(Running {
+        snapshot,
+        tracker,
+        stop_tx,
+        close_all_tx,
+        accept_tasks,
+        check_tasks,
+        local_addrs,
+    })
 }
 
 async fn futures_join(receivers: Vec<tokio::sync::oneshot::Receiver<()>>) {
@@ -150,9 +178,19 @@ impl Running {
             let _ = task.await;
         }
         let open = self.tracker.open();
-        info!(open_connections = open, grace_ms = grace.as_millis() as u64, "listeners closed; draining");
-        if tokio::time::timeout(grace, self.tracker.idle()).await.is_err() {
-            warn!(open_connections = self.tracker.open(), "grace period over; closing remaining connections");
+        info!(
+            open_connections = open,
+            grace_ms = grace.as_millis() as u64,
+            "listeners closed; draining"
+        );
+        if tokio::time::timeout(grace, self.tracker.idle())
+            .await
+            .is_err()
+        {
+            warn!(
+                open_connections = self.tracker.open(),
+                "grace period over; closing remaining connections"
+            );
             let _ = self.close_all_tx.send(true);
             // Connections end on their next poll; give them a moment to log their line.
             let _ = tokio::time::timeout(Duration::from_secs(2), self.tracker.idle()).await;

@@ -49,7 +49,13 @@ impl Server {
 
     /// Build a bare server (benchmarks, tests).
     pub fn named(name: &str, address: SocketAddr, weight: u32, backup: bool) -> Self {
-        let cfg = model::Server { name: name.into(), address, weight, backup, source: None };
+        let cfg = model::Server {
+            name: name.into(),
+            address,
+            weight,
+            backup,
+            source: None,
+        };
         Server::new(&cfg, None)
     }
 

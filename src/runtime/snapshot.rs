@@ -51,7 +51,13 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(config: &Config) -> Self {
-        Snapshot { services: config.services.iter().map(|s| Arc::new(Service::new(s))).collect() }
+        Snapshot {
+            services: config
+                .services
+                .iter()
+                .map(|s| Arc::new(Service::new(s)))
+                .collect(),
+        }
     }
 
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {

@@ -1,0 +1,359 @@
+//! `vipgate check`, `--version`, `--help`: exit codes and `FILE:LINE:COL: message`
+//! diagnostics for every problem in a file.
+
+mod common;
+
+use common::*;
+
+/// The configuration from the issue, verbatim.
+const ISSUE_CONFIG: &str = r#"[global]
+workers = 2          # worker threads; env VIPGATE_WORKERS overrides
+grace = "30s"        # drain time on SIGTERM
+splice = true        # Linux zero-copy; false forces the buffered copy path
+
+[admin]
+bind = "127.0.0.1:9100"   # accepted, unused for now
+
+[defaults]            # any service key may sit here
+connect_timeout = "5s"
+client_timeout = "1m"
+server_timeout = "1m"
+
+[services.galera]
+bind = ["127.0.0.1:13306"]     # string or array of strings; "[::1]:port" for v6
+mode = "tcp"
+balance = "first"              # roundrobin | leastconn | source | first | random
+client_timeout = "48h"         # idle timeout, "0" = none
+server_timeout = "48h"
+retries = 3                    # connect retries on other servers (default 3)
+keepalive = true               # TCP keepalive both sides (default true)
+[services.galera.check]
+kind = "tcp"
+interval = "2s"
+rise = 2
+fall = 3
+timeout = "1s"                 # optional
+[[services.galera.servers]]
+name = "db1"
+address = "127.0.0.1:3306"
+weight = 1                     # default 1
+[[services.galera.servers]]
+name = "db2"
+address = "127.0.0.1:3307"
+backup = true
+"#;
+
+/// One parsed diagnostic line.
+#[derive(Debug)]
+struct Diag {
+    line: usize,
+    col: usize,
+    msg: String,
+}
+
+/// Run `check` on `text`; return (exit code, stderr, diagnostics parsed from stderr).
+/// Every non-empty stderr line must be `FILE:LINE:COL: message` with FILE as given.
+fn check_text(text: &str) -> (i32, String, Vec<Diag>) {
+    let path = write_config("check", text);
+    let p = path.to_str().unwrap().to_string();
+    let out = run_cli(&["check", "--config", &p]);
+    let _ = std::fs::remove_file(&path);
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let code = out.status.code().unwrap_or(-1);
+    let mut diags = Vec::new();
+    if code != 0 {
+        for l in stderr.lines().filter(|l| !l.trim().is_empty()) {
+            diags.push(parse_diag(l, &p).unwrap_or_else(|| {
+                panic!("stderr line is not `{p}:LINE:COL: message`: {l:?}\nfull stderr:\n{stderr}")
+            }));
+        }
+    }
+    (code, stderr, diags)
+}
+
+fn parse_diag(l: &str, file: &str) -> Option<Diag> {
+    let rest = l.strip_prefix(file)?.strip_prefix(':')?;
+    let mut it = rest.splitn(3, ':');
+    let line: usize = it.next()?.parse().ok()?;
+    let col: usize = it.next()?.parse().ok()?;
+    let msg = it.next()?.strip_prefix(' ')?.to_string();
+    if line == 0 || col == 0 {
+        return None;
+    }
+    Some(Diag { line, col, msg })
+}
+
+/// Find a diagnostic whose message contains every needle (case-insensitive).
+fn find<'a>(diags: &'a [Diag], needles: &[&str]) -> Option<&'a Diag> {
+    diags.iter().find(|d| {
+        let m = d.msg.to_lowercase();
+        needles.iter().all(|n| m.contains(&n.to_lowercase()))
+    })
+}
+
+fn expect_at(diags: &[Diag], stderr: &str, needles: &[&str], line: usize) {
+    let d = find(diags, needles)
+        .unwrap_or_else(|| panic!("no diagnostic mentioning {needles:?}; stderr:\n{stderr}"));
+    assert_eq!(
+        d.line, line,
+        "diagnostic {d:?} should be on line {line}; stderr:\n{stderr}"
+    );
+}
+
+#[test]
+fn version_prints_name_and_version() {
+    let out = run_cli(&["--version"]);
+    assert!(out.status.success(), "--version failed: {out:?}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(s.trim(), "vipgate 0.1.0");
+}
+
+#[test]
+fn help_lists_run_and_check() {
+    let out = run_cli(&["--help"]);
+    assert!(out.status.success(), "--help failed: {out:?}");
+    let s = String::from_utf8_lossy(&out.stdout);
+    let words: Vec<&str> = s.split_whitespace().collect();
+    assert!(words.contains(&"run"), "--help does not list `run`:\n{s}");
+    assert!(
+        words.contains(&"check"),
+        "--help does not list `check`:\n{s}"
+    );
+    let demo = run_cli(&["demo", "--help"]);
+    assert!(demo.status.success(), "`demo --help` failed: {demo:?}");
+}
+
+#[test]
+fn check_accepts_issue_config() {
+    let (code, stderr, _) = check_text(ISSUE_CONFIG);
+    assert_eq!(code, 0, "issue config rejected:\n{stderr}");
+}
+
+#[test]
+fn check_accepts_minimal_and_v6_configs() {
+    let text = r#"
+[services.web]
+bind = "127.0.0.1:18080"
+[[services.web.servers]]
+name = "a"
+address = "127.0.0.1:8080"
+
+[services.v6]
+bind = ["[::1]:18081", "127.0.0.1:18081"]
+balance = "source"
+client_timeout = "0"
+server_timeout = "500ms"
+[[services.v6.servers]]
+name = "a"
+address = "[::1]:8081"
+weight = 3
+[[services.v6.servers]]
+name = "b"
+address = "127.0.0.1:8081"
+"#;
+    let (code, stderr, _) = check_text(text);
+    assert_eq!(code, 0, "valid config rejected:\n{stderr}");
+}
+
+#[test]
+fn check_reports_all_problems_with_positions() {
+    // Line numbers matter: keep the layout in sync with the expectations below.
+    let text = r#"[global]
+workers = 2
+grace = "30 parsecs"
+colour = "blue"
+
+[services.web]
+bind = "127.0.0.1:99999"
+balance = "fastest"
+[[services.web.servers]]
+name = "a"
+address = "127.0.0.1:8080"
+
+[services.empty]
+bind = "127.0.0.1:18090"
+
+[services.dup]
+bind = "127.0.0.1:18090"
+[[services.dup.servers]]
+name = "x"
+address = "127.0.0.1:8081"
+backup = true
+[[services.dup.servers]]
+name = "y"
+address = "127.0.0.1:8082"
+backup = true
+"#;
+    let (code, stderr, diags) = check_text(text);
+    assert_eq!(code, 1, "broken config should exit 1; stderr:\n{stderr}");
+    expect_at(&diags, &stderr, &["duration"], 3);
+    expect_at(&diags, &stderr, &["unknown key", "colour"], 4);
+    expect_at(&diags, &stderr, &["127.0.0.1:99999"], 7);
+    let bal = diags
+        .iter()
+        .find(|d| d.msg.contains("fastest"))
+        .unwrap_or_else(|| panic!("no diagnostic for balance \"fastest\"; stderr:\n{stderr}"));
+    assert_eq!(bal.line, 8, "balance diagnostic {bal:?}; stderr:\n{stderr}");
+
+    let none = find(&diags, &["no servers"])
+        .unwrap_or_else(|| panic!("no `no servers`; stderr:\n{stderr}"));
+    assert!(
+        (13..=14).contains(&none.line),
+        "`no servers` should point into [services.empty] (13-14): {none:?}"
+    );
+
+    let dup = find(&diags, &["already bound by service"])
+        .unwrap_or_else(|| panic!("no `already bound by service`; stderr:\n{stderr}"));
+    let ok = (dup.line == 17 && dup.msg.contains("empty"))
+        || (dup.line == 14 && dup.msg.contains("dup"));
+    assert!(
+        ok,
+        "bind conflict should be at the second bind (line 17, naming `empty`): {dup:?}\n{stderr}"
+    );
+
+    let backup = diags
+        .iter()
+        .find(|d| {
+            d.msg.contains("backup")
+                && !d.msg.contains("already bound")
+                && !d.msg.contains("unknown key")
+        })
+        .unwrap_or_else(|| {
+            panic!("no diagnostic about every server being backup; stderr:\n{stderr}")
+        });
+    assert!(
+        (16..=25).contains(&backup.line),
+        "backup diagnostic should point into [services.dup]: {backup:?}"
+    );
+    assert!(
+        diags.len() >= 7,
+        "expected at least 7 diagnostics, got {}:\n{stderr}",
+        diags.len()
+    );
+}
+
+#[test]
+fn check_unknown_keys_in_nested_tables() {
+    let text = r#"[services.web]
+bind = "127.0.0.1:18100"
+balance = "roundrobin"
+retrys = 2
+[services.web.check]
+kind = "tcp"
+intervall = "2s"
+[[services.web.servers]]
+name = "a"
+adress = "127.0.0.1:8080"
+address = "127.0.0.1:8080"
+[[services.web.servers]]
+name = "b"
+address = "127.0.0.1:8081"
+wieght = 2
+"#;
+    let (code, stderr, diags) = check_text(text);
+    assert_eq!(code, 1, "stderr:\n{stderr}");
+    expect_at(&diags, &stderr, &["unknown key", "retrys"], 4);
+    expect_at(&diags, &stderr, &["unknown key", "intervall"], 7);
+    expect_at(&diags, &stderr, &["unknown key", "adress"], 10);
+    expect_at(&diags, &stderr, &["unknown key", "wieght"], 15);
+    // Column of a key at the start of its line.
+    let d = find(&diags, &["retrys"]).unwrap();
+    assert_eq!(d.col, 1, "key `retrys` starts in column 1: {d:?}");
+}
+
+#[test]
+fn check_bad_durations_and_addresses() {
+    let text = r#"[defaults]
+connect_timeout = "5x"
+
+[services.web]
+bind = [
+  "127.0.0.1:18110",
+  "localhost:x",
+]
+client_timeout = "-1s"
+server_timeout = "1m"
+[services.web.check]
+kind = "tcp"
+interval = "2 seconds"
+[[services.web.servers]]
+name = "a"
+address = "300.1.2.3:80"
+"#;
+    let (code, stderr, diags) = check_text(text);
+    assert_eq!(code, 1, "stderr:\n{stderr}");
+    let durations: Vec<usize> = diags
+        .iter()
+        .filter(|d| d.msg.to_lowercase().contains("duration"))
+        .map(|d| d.line)
+        .collect();
+    for line in [2, 9, 13] {
+        assert!(
+            durations.contains(&line),
+            "no duration diagnostic on line {line} (got {durations:?}):\n{stderr}"
+        );
+    }
+    expect_at(&diags, &stderr, &["localhost:x"], 7);
+    expect_at(&diags, &stderr, &["300.1.2.3:80"], 16);
+    assert!(
+        !diags.iter().any(|d| d.line == 10 || d.line == 6),
+        "valid lines 6/10 were flagged:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_toml_syntax_error_has_position() {
+    let text = "[global]\nworkers = 2\n\n[services.web]\nbind = = \"127.0.0.1:1\"\n";
+    let (code, stderr, diags) = check_text(text);
+    assert_eq!(code, 1, "stderr:\n{stderr}");
+    assert!(!diags.is_empty(), "no diagnostics:\n{stderr}");
+    assert_eq!(
+        diags[0].line, 5,
+        "syntax error should be reported on line 5:\n{stderr}"
+    );
+}
+
+#[test]
+fn check_echoes_relative_path_as_given() {
+    let dir = temp_path("reldir", "d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("bad.toml"), "[services.web]\nbind = \"127.0.0.1:18120\"\nnope = 1\n[[services.web.servers]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n").unwrap();
+    let out = run_cli_in(&["check", "--config", "bad.toml"], Some(&dir));
+    let _ = std::fs::remove_dir_all(&dir);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
+    let line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    assert!(
+        line.starts_with("bad.toml:3:"),
+        "expected `bad.toml:3:COL: ...`, got {line:?}"
+    );
+    assert!(
+        line.contains("unknown key") && line.contains("nope"),
+        "{line:?}"
+    );
+}
+
+#[test]
+fn check_missing_file_fails() {
+    let p = temp_path("missing", "toml");
+    let out = run_cli(&["check", "--config", p.to_str().unwrap()]);
+    assert!(!out.status.success(), "check of a missing file succeeded");
+    assert!(
+        !out.stderr.is_empty(),
+        "check of a missing file printed nothing on stderr"
+    );
+}
+
+#[test]
+fn run_with_invalid_config_exits_nonzero() {
+    let mut v = Vipgate::spawn("[services.web]\nbind = \"127.0.0.1:1\"\n");
+    let st = v
+        .wait_exit(WAIT)
+        .expect("`run` with an invalid config kept running");
+    assert!(!st.success(), "`run` with an invalid config exited 0");
+    assert!(
+        v.log().contains("no servers"),
+        "stderr should explain the problem:\n{}",
+        v.log()
+    );
+}

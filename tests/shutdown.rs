@@ -1,0 +1,179 @@
+//! SIGTERM / SIGINT: listeners close at once, open connections drain for up to `grace`,
+//! then the process exits 0.
+
+mod common;
+
+use std::io::{ErrorKind, Read};
+use std::net::{SocketAddr, TcpStream};
+use std::thread;
+use std::time::Duration;
+use tokio::time::Instant;
+
+use common::*;
+
+const SLOW_TOTAL: usize = 1024 * 1024;
+const SLOW_CHUNK: usize = 64 * 1024;
+
+/// Backend that sends SLOW_TOTAL pattern bytes in 16 chunks over about two seconds, then
+/// closes.
+fn slow_backend() -> Backend {
+    Backend::with_handler("slow", "127.0.0.1:0".parse().unwrap(), |mut s| {
+        use std::io::Write;
+        let _ = s.set_write_timeout(Some(Duration::from_secs(30)));
+        let mut pat = Pattern::new(0xd7a1);
+        let mut buf = vec![0u8; SLOW_CHUNK];
+        for _ in 0..SLOW_TOTAL / SLOW_CHUNK {
+            pat.fill(&mut buf);
+            if s.write_all(&buf).is_err() {
+                return;
+            }
+            thread::sleep(Duration::from_millis(125));
+        }
+        let _ = s.shutdown(std::net::Shutdown::Both);
+    })
+}
+
+fn expected_hash() -> (u64, u64) {
+    let mut pat = Pattern::new(0xd7a1);
+    let mut h = StreamHash::default();
+    let mut buf = vec![0u8; SLOW_CHUNK];
+    for _ in 0..SLOW_TOTAL / SLOW_CHUNK {
+        pat.fill(&mut buf);
+        h.update(&buf);
+    }
+    h.finish()
+}
+
+fn config(bind: SocketAddr, backend: SocketAddr, global_extra: &str) -> String {
+    format!(
+        "{}\n[services.drain]\nbind = \"{}\"\n{}",
+        global(global_extra),
+        a(bind),
+        servers("drain", &[("b1", backend, "")])
+    )
+}
+
+/// Poll until a connect to `addr` is refused; Err with what happened otherwise.
+fn wait_refused(addr: SocketAddr, timeout: Duration) -> Result<Duration, String> {
+    let start = Instant::now();
+    let mut last = String::new();
+    while start.elapsed() < timeout {
+        match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Err(e) if e.kind() == ErrorKind::ConnectionRefused => return Ok(start.elapsed()),
+            Err(e) => last = format!("error {e}"),
+            Ok(_) => last = "accepted".into(),
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+    Err(format!(
+        "connects still not refused after {timeout:?} (last: {last})"
+    ))
+}
+
+#[test]
+fn sigterm_refuses_new_connects_and_drains_in_flight_transfer() {
+    let backend = slow_backend();
+    let bind = free_addr();
+    let mut v = Vipgate::start(&config(bind, backend.addr, ""), bind); // default grace (30s)
+
+    let mut s = connect(bind);
+    let mut h = StreamHash::default();
+    let mut buf = vec![0u8; 64 * 1024];
+    let n = s.read(&mut buf).expect("first bytes of slow transfer");
+    assert!(n > 0, "slow transfer closed at once");
+    h.update(&buf[..n]);
+
+    v.signal(libc::SIGTERM);
+    let refused = wait_refused(bind, Duration::from_secs(5));
+    assert!(refused.is_ok(), "after SIGTERM: {}", refused.unwrap_err());
+
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) => panic!(
+                "in-flight transfer broken after {} bytes: {e}\n{}",
+                h.len,
+                v.log()
+            ),
+        }
+    }
+    assert_eq!(
+        h.finish(),
+        expected_hash(),
+        "in-flight transfer not intact ({} bytes)",
+        h.len
+    );
+    // The server is done and so is the client: close our side too (a half-closed
+    // connection is still a connection to drain).
+    drop(s);
+
+    let st = v
+        .wait_exit(WAIT)
+        .expect("vipgate still running after its last connection ended");
+    assert_eq!(st.code(), Some(0), "exit status after SIGTERM drain: {st}");
+}
+
+#[test]
+fn sigterm_without_connections_exits_promptly() {
+    let backend = Backend::echo_any("b1");
+    let bind = free_addr();
+    let mut v = Vipgate::start(&config(bind, backend.addr, ""), bind);
+    // The readiness probe's connection must be gone before we signal.
+    thread::sleep(Duration::from_millis(300));
+    v.signal(libc::SIGTERM);
+    let st = v
+        .wait_exit(WAIT)
+        .expect("idle vipgate did not exit after SIGTERM (grace is 30s, nothing to drain)");
+    assert_eq!(st.code(), Some(0), "exit status: {st}");
+}
+
+#[test]
+fn grace_expiry_closes_idle_connection_and_exits_zero() {
+    let backend = Backend::echo_any("b1");
+    let bind = free_addr();
+    let mut v = Vipgate::start(&config(bind, backend.addr, "grace = \"500ms\""), bind);
+    let (mut s, _) = hold(bind);
+    let port = s.local_addr().unwrap().port();
+    v.signal(libc::SIGTERM);
+    let st = v
+        .wait_exit(WAIT)
+        .expect("vipgate did not exit after grace = 500ms");
+    assert_eq!(st.code(), Some(0), "exit status after grace expiry: {st}");
+    let r = wait_closed(&mut s, Duration::from_secs(5));
+    assert!(
+        r.is_ok(),
+        "client connection after exit: {}",
+        r.unwrap_err()
+    );
+    let client = format!("127.0.0.1:{port}");
+    let log = v.log();
+    let line = log
+        .lines()
+        .find(|l| field(l, "client").as_deref() == Some(client.as_str()));
+    let line = line.unwrap_or_else(|| panic!("no connection log line for client={client}:\n{log}"));
+    assert_eq!(
+        field(line, "end").as_deref(),
+        Some("shutdown"),
+        "end of a connection cut at grace end: {line}"
+    );
+}
+
+#[test]
+fn sigint_also_drains_and_exits_zero() {
+    let backend = Backend::echo_any("b1");
+    let bind = free_addr();
+    let mut v = Vipgate::start(&config(bind, backend.addr, "grace = \"500ms\""), bind);
+    let (_s, _) = hold(bind);
+    v.signal(libc::SIGINT);
+    let refused = wait_refused(bind, Duration::from_secs(5));
+    assert!(
+        refused.is_ok() || v.try_wait().is_some(),
+        "after SIGINT: {:?}",
+        refused
+    );
+    let st = v
+        .wait_exit(WAIT)
+        .expect("vipgate did not exit after SIGINT");
+    assert_eq!(st.code(), Some(0), "exit status after SIGINT: {st}");
+}
