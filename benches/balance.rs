@@ -14,12 +14,7 @@ fn pool(kind: BalanceKind, n: usize) -> Pool {
     let servers = (0..n)
         .map(|i| {
             let addr = SocketAddr::from(([127, 0, (i / 250) as u8, (i % 250) as u8 + 1], 3306));
-            Arc::new(Server::named(
-                &format!("srv{i}"),
-                addr,
-                1 + (i % 3) as u32,
-                false,
-            ))
+            Arc::new(Server::named(&format!("srv{i}"), addr, 1 + (i % 3) as u32, false))
         })
         .collect();
     Pool::new(kind, servers)
@@ -27,13 +22,9 @@ fn pool(kind: BalanceKind, n: usize) -> Pool {
 
 fn picks(c: &mut Criterion) {
     let mut group = c.benchmark_group("pick");
-    for kind in [
-        BalanceKind::RoundRobin,
-        BalanceKind::LeastConn,
-        BalanceKind::Source,
-        BalanceKind::First,
-        BalanceKind::Random,
-    ] {
+    for kind in
+        [BalanceKind::RoundRobin, BalanceKind::LeastConn, BalanceKind::Source, BalanceKind::First, BalanceKind::Random]
+    {
         for n in [3usize, 30, 1000] {
             let p = pool(kind, n);
             let tried = Tried::default();

@@ -22,16 +22,10 @@ struct Backend {
 
 impl Backend {
     async fn start(name: &str, addr: SocketAddr) -> Result<Backend, String> {
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| format!("demo backend on {addr}: {e}"))?;
+        let listener = TcpListener::bind(addr).await.map_err(|e| format!("demo backend on {addr}: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
         let task = tokio::spawn(serve_backend(name.to_string(), listener));
-        Ok(Backend {
-            name: name.to_string(),
-            addr,
-            task: Some(task),
-        })
+        Ok(Backend { name: name.to_string(), addr, task: Some(task) })
     }
 
     fn stop(&mut self) {
@@ -88,9 +82,7 @@ async fn ask(addr: SocketAddr) -> String {
         s.write_all(b"GET / HTTP/1.0\r\n\r\n").await.ok()?;
         let mut out = String::new();
         s.read_to_string(&mut out).await.ok()?;
-        out.lines()
-            .last()
-            .map(|l| l.trim_start_matches("hello from ").to_string())
+        out.lines().last().map(|l| l.trim_start_matches("hello from ").to_string())
     };
     match timeout(Duration::from_secs(5), attempt).await {
         Ok(Some(name)) => name,
@@ -121,13 +113,7 @@ pub async fn run(bind: SocketAddr, once: bool) -> Result<(), String> {
     let mut signals = Signals::install().map_err(|e| format!("signals: {e}"))?;
     let mut backends = Vec::new();
     for i in 1..=3 {
-        backends.push(
-            Backend::start(
-                &format!("backend-{i}"),
-                SocketAddr::from(([127, 0, 0, 1], 0)),
-            )
-            .await?,
-        );
+        backends.push(Backend::start(&format!("backend-{i}"), SocketAddr::from(([127, 0, 0, 1], 0))).await?);
     }
     let bind = if bind.port() == 0 {
         // The config wants a real port: take a free one from the kernel.
@@ -141,20 +127,11 @@ pub async fn run(bind: SocketAddr, once: bool) -> Result<(), String> {
          [services.demo.check]\nkind = \"tcp\"\ninterval = \"500ms\"\nrise = 2\nfall = 2\n"
     );
     for b in &backends {
-        toml.push_str(&format!(
-            "[[services.demo.servers]]\nname = \"{}\"\naddress = \"{}\"\n",
-            b.name, b.addr
-        ));
+        toml.push_str(&format!("[[services.demo.servers]]\nname = \"{}\"\naddress = \"{}\"\n", b.name, b.addr));
     }
     let cfg = config::parse(&toml, "<demo>").map_err(|e| e.to_string())?;
-    let running = runtime::start(&cfg)
-        .await
-        .map_err(|e| format!("{e} (choose another address with --bind)"))?;
-    let bind = running
-        .local_addrs()
-        .first()
-        .map(|(_, a)| *a)
-        .unwrap_or(bind);
+    let running = runtime::start(&cfg).await.map_err(|e| format!("{e} (choose another address with --bind)"))?;
+    let bind = running.local_addrs().first().map(|(_, a)| *a).unwrap_or(bind);
     let snapshot = running.snapshot();
     let servers = snapshot.services[0].pool.servers().to_vec();
 
@@ -168,10 +145,7 @@ pub async fn run(bind: SocketAddr, once: bool) -> Result<(), String> {
     println!("\nStopping backend-2 ...");
     backends[1].stop();
     match wait_state(&servers[1], false).await {
-        Some(d) => println!(
-            "  health check marked backend-2 DOWN after {} ms (fall = 2)",
-            d.as_millis()
-        ),
+        Some(d) => println!("  health check marked backend-2 DOWN after {} ms (fall = 2)", d.as_millis()),
         None => println!("  backend-2 still up after 15 s?"),
     }
     round(bind, "answers").await;
@@ -179,10 +153,7 @@ pub async fn run(bind: SocketAddr, once: bool) -> Result<(), String> {
     println!("\nStarting backend-2 again ...");
     backends[1].restart().await?;
     match wait_state(&servers[1], true).await {
-        Some(d) => println!(
-            "  backend-2 is UP again after {} ms (rise = 2)",
-            d.as_millis()
-        ),
+        Some(d) => println!("  backend-2 is UP again after {} ms (rise = 2)", d.as_millis()),
         None => println!("  backend-2 still down after 15 s?"),
     }
     round(bind, "answers").await;

@@ -5,9 +5,12 @@
 //! [`health`] probes servers and flips their state beside it.
 
 pub mod balance;
+pub mod clustercheck;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod mysql;
 pub mod net;
 pub mod proxy;
 pub mod runtime;
+pub mod tls;

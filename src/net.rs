@@ -35,16 +35,8 @@ pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::Tcp
 }
 
 /// Connect to `addr`, from `source` when set, within `timeout` (None = no limit).
-pub async fn connect(
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-    timeout: Option<Duration>,
-) -> io::Result<TcpStream> {
-    let socket = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
+pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Option<Duration>) -> io::Result<TcpStream> {
+    let socket = if addr.is_ipv4() { TcpSocket::new_v4()? } else { TcpSocket::new_v6()? };
     if let Some(ip) = source {
         socket.bind(SocketAddr::new(ip, 0))?;
     }
@@ -52,10 +44,7 @@ pub async fn connect(
     match timeout {
         Some(t) => match tokio::time::timeout(t, attempt).await {
             Ok(r) => r,
-            Err(_) => Err(io::Error::new(
-                io::ErrorKind::TimedOut,
-                format!("connect timed out after {t:?}"),
-            )),
+            Err(_) => Err(io::Error::new(io::ErrorKind::TimedOut, format!("connect timed out after {t:?}"))),
         },
         None => attempt.await,
     }
@@ -66,9 +55,7 @@ pub fn tune_stream(stream: &TcpStream, keepalive: &Keepalive) {
     // Interactive protocols (MySQL, AMQP, HTTP request/response) must not wait on Nagle.
     let _ = stream.set_nodelay(true);
     if keepalive.enabled {
-        let ka = TcpKeepalive::new()
-            .with_time(keepalive.idle)
-            .with_interval(keepalive.interval);
+        let ka = TcpKeepalive::new().with_time(keepalive.idle).with_interval(keepalive.interval);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let ka = ka.with_retries(keepalive.count);
         let _ = SockRef::from(stream).set_tcp_keepalive(&ka);

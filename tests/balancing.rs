@@ -10,12 +10,7 @@ use std::time::Duration;
 
 use common::*;
 
-fn service(
-    bind: SocketAddr,
-    balance: &str,
-    extra: &str,
-    list: &[(&str, SocketAddr, &str)],
-) -> String {
+fn service(bind: SocketAddr, balance: &str, extra: &str, list: &[(&str, SocketAddr, &str)]) -> String {
     format!(
         "{}\n[services.lb]\nbind = \"{}\"\nbalance = \"{balance}\"\n{extra}\n{}",
         global(""),
@@ -31,162 +26,79 @@ fn counts(bind: SocketAddr, n: usize) -> Vec<(String, usize)> {
 
 #[test]
 fn roundrobin_equal_weights_is_exact() {
-    let (b1, b2, b3) = (
-        Backend::echo_any("s1"),
-        Backend::echo_any("s2"),
-        Backend::echo_any("s3"),
-    );
+    let (b1, b2, b3) = (Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3"));
     let bind = free_addr();
-    let cfg = service(
-        bind,
-        "roundrobin",
-        "",
-        &[
-            ("s1", b1.addr, ""),
-            ("s2", b2.addr, ""),
-            ("s3", b3.addr, ""),
-        ],
-    );
+    let cfg = service(bind, "roundrobin", "", &[("s1", b1.addr, ""), ("s2", b2.addr, ""), ("s3", b3.addr, "")]);
     let _v = Vipgate::start(&cfg, bind);
     let c = counts(bind, 30);
-    assert_eq!(
-        c,
-        vec![("s1".into(), 10), ("s2".into(), 10), ("s3".into(), 10)],
-        "30 connections over 3 equal servers"
-    );
+    assert_eq!(c, vec![("s1".into(), 10), ("s2".into(), 10), ("s3".into(), 10)], "30 connections over 3 equal servers");
 }
 
 #[test]
 fn roundrobin_weights_three_to_one() {
     let (b1, b2) = (Backend::echo_any("heavy"), Backend::echo_any("light"));
     let bind = free_addr();
-    let cfg = service(
-        bind,
-        "roundrobin",
-        "",
-        &[
-            ("heavy", b1.addr, "weight = 3"),
-            ("light", b2.addr, "weight = 1"),
-        ],
-    );
+    let cfg = service(bind, "roundrobin", "", &[("heavy", b1.addr, "weight = 3"), ("light", b2.addr, "weight = 1")]);
     let _v = Vipgate::start(&cfg, bind);
     let names: Vec<String> = (0..40).map(|_| which_server(bind)).collect();
-    assert_eq!(
-        tally(&names),
-        vec![("heavy".into(), 30), ("light".into(), 10)],
-        "weights 3:1 over 40 connections"
-    );
+    assert_eq!(tally(&names), vec![("heavy".into(), 30), ("light".into(), 10)], "weights 3:1 over 40 connections");
     // Smooth: never more than three in a row on the heavy server.
     let mut run = 0;
     for n in &names {
         run = if n == "heavy" { run + 1 } else { 0 };
-        assert!(
-            run <= 3,
-            "more than 3 consecutive picks of the weight-3 server: {names:?}"
-        );
+        assert!(run <= 3, "more than 3 consecutive picks of the weight-3 server: {names:?}");
     }
 }
 
 #[test]
 fn leastconn_prefers_idle_server() {
-    let bs = [
-        Backend::echo_any("s1"),
-        Backend::echo_any("s2"),
-        Backend::echo_any("s3"),
-    ];
+    let bs = [Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3")];
     let bind = free_addr();
-    let cfg = service(
-        bind,
-        "leastconn",
-        "",
-        &[
-            ("s1", bs[0].addr, ""),
-            ("s2", bs[1].addr, ""),
-            ("s3", bs[2].addr, ""),
-        ],
-    );
+    let cfg = service(bind, "leastconn", "", &[("s1", bs[0].addr, ""), ("s2", bs[1].addr, ""), ("s3", bs[2].addr, "")]);
     let _v = Vipgate::start(&cfg, bind);
     // Let the readiness probe's connection drain out of every backend first.
-    let idle = eventually(WAIT, || {
-        bs.iter()
-            .all(|b| b.active.load(Ordering::SeqCst) == 0)
-            .then_some(())
-    });
-    assert!(
-        idle.is_some(),
-        "backends still see open connections after readiness probe"
-    );
+    let idle = eventually(WAIT, || bs.iter().all(|b| b.active.load(Ordering::SeqCst) == 0).then_some(()));
+    assert!(idle.is_some(), "backends still see open connections after readiness probe");
     std::thread::sleep(Duration::from_millis(500));
 
     let (c1, n1) = hold(bind);
     let (c2, n2) = hold(bind);
-    assert_ne!(
-        n1, n2,
-        "second connection should avoid the server holding the first"
-    );
+    assert_ne!(n1, n2, "second connection should avoid the server holding the first");
     let (c3, n3) = hold(bind);
-    assert!(
-        n3 != n1 && n3 != n2,
-        "third connection should go to the idle server, got {n3} ({n1}, {n2} busy)"
-    );
+    assert!(n3 != n1 && n3 != n2, "third connection should go to the idle server, got {n3} ({n1}, {n2} busy)");
 
     // Free the first server: the next connection goes there (the others still hold one).
     drop(c1);
     let b1 = bs.iter().find(|b| b.name == n1).unwrap();
     assert!(
-        eventually(WAIT, || (b1.active.load(Ordering::SeqCst) == 0)
-            .then_some(()))
-        .is_some(),
+        eventually(WAIT, || (b1.active.load(Ordering::SeqCst) == 0).then_some(())).is_some(),
         "backend {n1} still sees the closed connection"
     );
     std::thread::sleep(Duration::from_millis(500));
     let (c4, n4) = hold(bind);
-    assert_eq!(
-        n4, n1,
-        "after closing the connection on {n1}, it is the least loaded"
-    );
+    assert_eq!(n4, n1, "after closing the connection on {n1}, it is the least loaded");
     drop((c2, c3, c4));
 }
 
 #[test]
 fn source_same_client_sticks() {
-    let bs = [
-        Backend::echo_any("s1"),
-        Backend::echo_any("s2"),
-        Backend::echo_any("s3"),
-    ];
+    let bs = [Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3")];
     let bind = free_addr();
-    let cfg = service(
-        bind,
-        "source",
-        "",
-        &[
-            ("s1", bs[0].addr, ""),
-            ("s2", bs[1].addr, ""),
-            ("s3", bs[2].addr, ""),
-        ],
-    );
+    let cfg = service(bind, "source", "", &[("s1", bs[0].addr, ""), ("s2", bs[1].addr, ""), ("s3", bs[2].addr, "")]);
     let _v = Vipgate::start(&cfg, bind);
     let names: Vec<String> = (0..10).map(|_| which_server(bind)).collect();
-    assert_eq!(
-        tally(&names).len(),
-        1,
-        "127.0.0.1 should always land on one server: {names:?}"
-    );
+    assert_eq!(tally(&names).len(), 1, "127.0.0.1 should always land on one server: {names:?}");
 }
 
 fn sources() -> Vec<IpAddr> {
-    (2..=50)
-        .map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i)))
-        .collect()
+    (2..=50).map(|i| IpAddr::V4(Ipv4Addr::new(127, 0, 0, i))).collect()
 }
 
 fn map_sources(bind: SocketAddr) -> BTreeMap<IpAddr, String> {
     sources()
         .into_iter()
         .map(|ip| {
-            let n =
-                which_server_from(ip, bind).unwrap_or_else(|| panic!("no server for client {ip}"));
+            let n = which_server_from(ip, bind).unwrap_or_else(|| panic!("no server for client {ip}"));
             (ip, n)
         })
         .collect()
@@ -194,36 +106,21 @@ fn map_sources(bind: SocketAddr) -> BTreeMap<IpAddr, String> {
 
 #[test]
 fn source_spreads_and_only_removed_servers_clients_move() {
-    let mut bs = [
-        Backend::echo_any("s1"),
-        Backend::echo_any("s2"),
-        Backend::echo_any("s3"),
-    ];
+    let mut bs = [Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3")];
     let bind = free_addr();
     let cfg = service(
         bind,
         "source",
         &check("lb", "100ms", 2, 2),
-        &[
-            ("s1", bs[0].addr, ""),
-            ("s2", bs[1].addr, ""),
-            ("s3", bs[2].addr, ""),
-        ],
+        &[("s1", bs[0].addr, ""), ("s2", bs[1].addr, ""), ("s3", bs[2].addr, "")],
     );
     let _v = Vipgate::start(&cfg, bind);
 
     let first = map_sources(bind);
     let spread = tally(first.values());
-    assert_eq!(
-        spread.len(),
-        3,
-        "49 source addresses should reach all 3 servers: {spread:?}"
-    );
+    assert_eq!(spread.len(), 3, "49 source addresses should reach all 3 servers: {spread:?}");
     let again = map_sources(bind);
-    assert_eq!(
-        first, again,
-        "each source address should stick to its server"
-    );
+    assert_eq!(first, again, "each source address should stick to its server");
 
     // Remove s3: stop its backend; health checks take it out of rotation.
     bs[2].stop();
@@ -232,10 +129,7 @@ fn source_spreads_and_only_removed_servers_clients_move() {
         let ip = *first.iter().find(|(_, n)| *n == "s3").unwrap().0;
         which_server_from(ip, bind).filter(|n| n != "s3")
     });
-    assert!(
-        s3_gone.is_some(),
-        "clients of s3 never moved after s3 stopped"
-    );
+    assert!(s3_gone.is_some(), "clients of s3 never moved after s3 stopped");
     // Give the checker time to really mark it down (fall 2 × 100 ms), then remap.
     std::thread::sleep(Duration::from_millis(500));
     let after = map_sources(bind);
@@ -246,64 +140,28 @@ fn source_spreads_and_only_removed_servers_clients_move() {
         if before == "s3" {
             moved += 1;
         } else {
-            assert_eq!(
-                now, before,
-                "client {ip} moved from {before} to {now} although {before} stayed up"
-            );
+            assert_eq!(now, before, "client {ip} moved from {before} to {now} although {before} stayed up");
         }
     }
     let total = first.len();
-    assert!(
-        moved >= 1 && moved * 100 <= total * 60,
-        "moved {moved} of {total}: expected about a third"
-    );
+    assert!(moved >= 1 && moved * 100 <= total * 60, "moved {moved} of {total}: expected about a third");
 }
 
 #[test]
 fn first_sends_everything_to_first_server() {
-    let (b1, b2, b3) = (
-        Backend::echo_any("db1"),
-        Backend::echo_any("db2"),
-        Backend::echo_any("db3"),
-    );
+    let (b1, b2, b3) = (Backend::echo_any("db1"), Backend::echo_any("db2"), Backend::echo_any("db3"));
     let bind = free_addr();
-    let cfg = service(
-        bind,
-        "first",
-        "",
-        &[
-            ("db1", b1.addr, ""),
-            ("db2", b2.addr, ""),
-            ("db3", b3.addr, ""),
-        ],
-    );
+    let cfg = service(bind, "first", "", &[("db1", b1.addr, ""), ("db2", b2.addr, ""), ("db3", b3.addr, "")]);
     let _v = Vipgate::start(&cfg, bind);
     assert_eq!(counts(bind, 10), vec![("db1".into(), 10)]);
 }
 
 #[test]
 fn random_reaches_every_server() {
-    let (b1, b2, b3) = (
-        Backend::echo_any("s1"),
-        Backend::echo_any("s2"),
-        Backend::echo_any("s3"),
-    );
+    let (b1, b2, b3) = (Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3"));
     let bind = free_addr();
-    let cfg = service(
-        bind,
-        "random",
-        "",
-        &[
-            ("s1", b1.addr, ""),
-            ("s2", b2.addr, ""),
-            ("s3", b3.addr, ""),
-        ],
-    );
+    let cfg = service(bind, "random", "", &[("s1", b1.addr, ""), ("s2", b2.addr, ""), ("s3", b3.addr, "")]);
     let _v = Vipgate::start(&cfg, bind);
     let c = counts(bind, 60);
-    assert_eq!(
-        c.len(),
-        3,
-        "60 random connections should reach all 3 servers: {c:?}"
-    );
+    assert_eq!(c.len(), 3, "60 random connections should reach all 3 servers: {c:?}");
 }

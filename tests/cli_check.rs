@@ -92,12 +92,8 @@ fn find<'a>(diags: &'a [Diag], needles: &[&str]) -> Option<&'a Diag> {
 }
 
 fn expect_at(diags: &[Diag], stderr: &str, needles: &[&str], line: usize) {
-    let d = find(diags, needles)
-        .unwrap_or_else(|| panic!("no diagnostic mentioning {needles:?}; stderr:\n{stderr}"));
-    assert_eq!(
-        d.line, line,
-        "diagnostic {d:?} should be on line {line}; stderr:\n{stderr}"
-    );
+    let d = find(diags, needles).unwrap_or_else(|| panic!("no diagnostic mentioning {needles:?}; stderr:\n{stderr}"));
+    assert_eq!(d.line, line, "diagnostic {d:?} should be on line {line}; stderr:\n{stderr}");
 }
 
 #[test]
@@ -115,10 +111,7 @@ fn help_lists_run_and_check() {
     let s = String::from_utf8_lossy(&out.stdout);
     let words: Vec<&str> = s.split_whitespace().collect();
     assert!(words.contains(&"run"), "--help does not list `run`:\n{s}");
-    assert!(
-        words.contains(&"check"),
-        "--help does not list `check`:\n{s}"
-    );
+    assert!(words.contains(&"check"), "--help does not list `check`:\n{s}");
     let demo = run_cli(&["demo", "--help"]);
     assert!(demo.status.success(), "`demo --help` failed: {demo:?}");
 }
@@ -195,41 +188,20 @@ backup = true
         .unwrap_or_else(|| panic!("no diagnostic for balance \"fastest\"; stderr:\n{stderr}"));
     assert_eq!(bal.line, 8, "balance diagnostic {bal:?}; stderr:\n{stderr}");
 
-    let none = find(&diags, &["no servers"])
-        .unwrap_or_else(|| panic!("no `no servers`; stderr:\n{stderr}"));
-    assert!(
-        (13..=14).contains(&none.line),
-        "`no servers` should point into [services.empty] (13-14): {none:?}"
-    );
+    let none = find(&diags, &["no servers"]).unwrap_or_else(|| panic!("no `no servers`; stderr:\n{stderr}"));
+    assert!((13..=14).contains(&none.line), "`no servers` should point into [services.empty] (13-14): {none:?}");
 
     let dup = find(&diags, &["already bound by service"])
         .unwrap_or_else(|| panic!("no `already bound by service`; stderr:\n{stderr}"));
-    let ok = (dup.line == 17 && dup.msg.contains("empty"))
-        || (dup.line == 14 && dup.msg.contains("dup"));
-    assert!(
-        ok,
-        "bind conflict should be at the second bind (line 17, naming `empty`): {dup:?}\n{stderr}"
-    );
+    let ok = (dup.line == 17 && dup.msg.contains("empty")) || (dup.line == 14 && dup.msg.contains("dup"));
+    assert!(ok, "bind conflict should be at the second bind (line 17, naming `empty`): {dup:?}\n{stderr}");
 
     let backup = diags
         .iter()
-        .find(|d| {
-            d.msg.contains("backup")
-                && !d.msg.contains("already bound")
-                && !d.msg.contains("unknown key")
-        })
-        .unwrap_or_else(|| {
-            panic!("no diagnostic about every server being backup; stderr:\n{stderr}")
-        });
-    assert!(
-        (16..=25).contains(&backup.line),
-        "backup diagnostic should point into [services.dup]: {backup:?}"
-    );
-    assert!(
-        diags.len() >= 7,
-        "expected at least 7 diagnostics, got {}:\n{stderr}",
-        diags.len()
-    );
+        .find(|d| d.msg.contains("backup") && !d.msg.contains("already bound") && !d.msg.contains("unknown key"))
+        .unwrap_or_else(|| panic!("no diagnostic about every server being backup; stderr:\n{stderr}"));
+    assert!((16..=25).contains(&backup.line), "backup diagnostic should point into [services.dup]: {backup:?}");
+    assert!(diags.len() >= 7, "expected at least 7 diagnostics, got {}:\n{stderr}", diags.len());
 }
 
 #[test]
@@ -282,23 +254,14 @@ address = "300.1.2.3:80"
 "#;
     let (code, stderr, diags) = check_text(text);
     assert_eq!(code, 1, "stderr:\n{stderr}");
-    let durations: Vec<usize> = diags
-        .iter()
-        .filter(|d| d.msg.to_lowercase().contains("duration"))
-        .map(|d| d.line)
-        .collect();
+    let durations: Vec<usize> =
+        diags.iter().filter(|d| d.msg.to_lowercase().contains("duration")).map(|d| d.line).collect();
     for line in [2, 9, 13] {
-        assert!(
-            durations.contains(&line),
-            "no duration diagnostic on line {line} (got {durations:?}):\n{stderr}"
-        );
+        assert!(durations.contains(&line), "no duration diagnostic on line {line} (got {durations:?}):\n{stderr}");
     }
     expect_at(&diags, &stderr, &["localhost:x"], 7);
     expect_at(&diags, &stderr, &["300.1.2.3:80"], 16);
-    assert!(
-        !diags.iter().any(|d| d.line == 10 || d.line == 6),
-        "valid lines 6/10 were flagged:\n{stderr}"
-    );
+    assert!(!diags.iter().any(|d| d.line == 10 || d.line == 6), "valid lines 6/10 were flagged:\n{stderr}");
 }
 
 #[test]
@@ -307,10 +270,7 @@ fn check_toml_syntax_error_has_position() {
     let (code, stderr, diags) = check_text(text);
     assert_eq!(code, 1, "stderr:\n{stderr}");
     assert!(!diags.is_empty(), "no diagnostics:\n{stderr}");
-    assert_eq!(
-        diags[0].line, 5,
-        "syntax error should be reported on line 5:\n{stderr}"
-    );
+    assert_eq!(diags[0].line, 5, "syntax error should be reported on line 5:\n{stderr}");
 }
 
 #[test]
@@ -323,14 +283,8 @@ fn check_echoes_relative_path_as_given() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "stderr:\n{stderr}");
     let line = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
-    assert!(
-        line.starts_with("bad.toml:3:"),
-        "expected `bad.toml:3:COL: ...`, got {line:?}"
-    );
-    assert!(
-        line.contains("unknown key") && line.contains("nope"),
-        "{line:?}"
-    );
+    assert!(line.starts_with("bad.toml:3:"), "expected `bad.toml:3:COL: ...`, got {line:?}");
+    assert!(line.contains("unknown key") && line.contains("nope"), "{line:?}");
 }
 
 #[test]
@@ -338,22 +292,13 @@ fn check_missing_file_fails() {
     let p = temp_path("missing", "toml");
     let out = run_cli(&["check", "--config", p.to_str().unwrap()]);
     assert!(!out.status.success(), "check of a missing file succeeded");
-    assert!(
-        !out.stderr.is_empty(),
-        "check of a missing file printed nothing on stderr"
-    );
+    assert!(!out.stderr.is_empty(), "check of a missing file printed nothing on stderr");
 }
 
 #[test]
 fn run_with_invalid_config_exits_nonzero() {
     let mut v = Vipgate::spawn("[services.web]\nbind = \"127.0.0.1:1\"\n");
-    let st = v
-        .wait_exit(WAIT)
-        .expect("`run` with an invalid config kept running");
+    let st = v.wait_exit(WAIT).expect("`run` with an invalid config kept running");
     assert!(!st.success(), "`run` with an invalid config exited 0");
-    assert!(
-        v.log().contains("no servers"),
-        "stderr should explain the problem:\n{}",
-        v.log()
-    );
+    assert!(v.log().contains("no servers"), "stderr should explain the problem:\n{}", v.log());
 }

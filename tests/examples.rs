@@ -26,9 +26,5 @@ fn every_example_config_passes_check() {
             ));
         }
     }
-    assert!(
-        failures.is_empty(),
-        "example configs rejected by `check`:\n{}",
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "example configs rejected by `check`:\n{}", failures.join("\n"));
 }

@@ -28,10 +28,7 @@ fn one_server_config(bind: SocketAddr, backend: SocketAddr, global_extra: &str) 
 fn big_transfer(splice: bool) {
     let backend = Backend::echo_any("b1");
     let bind = free_addr();
-    let _v = Vipgate::start(
-        &one_server_config(bind, backend.addr, &format!("splice = {splice}")),
-        bind,
-    );
+    let _v = Vipgate::start(&one_server_config(bind, backend.addr, &format!("splice = {splice}")), bind);
 
     let mut s = connect(bind);
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
@@ -66,16 +63,9 @@ fn big_transfer(splice: bool) {
     }
     let sent = sender.join().expect("sender thread");
     let received = got.finish();
-    assert_eq!(
-        backend.received.load(std::sync::atomic::Ordering::SeqCst),
-        BIG,
-        "backend byte count"
-    );
+    assert_eq!(backend.received.load(std::sync::atomic::Ordering::SeqCst), BIG, "backend byte count");
     assert_eq!(received.1, BIG, "bytes echoed back");
-    assert_eq!(
-        received, sent,
-        "hash of echoed stream differs from what was sent"
-    );
+    assert_eq!(received, sent, "hash of echoed stream differs from what was sent");
 }
 
 #[test]
@@ -134,30 +124,20 @@ fn half_close(splice: bool) {
         }
     });
     let bind = free_addr();
-    let _v = Vipgate::start(
-        &one_server_config(bind, backend.addr, &format!("splice = {splice}")),
-        bind,
-    );
+    let _v = Vipgate::start(&one_server_config(bind, backend.addr, &format!("splice = {splice}")), bind);
 
     let mut c = connect(bind);
     c.write_all(b"hello").unwrap();
     c.shutdown(Shutdown::Write).unwrap();
     let mut reply = Vec::new();
     c.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    c.read_to_end(&mut reply)
-        .expect("read reply after half-close");
-    assert_eq!(
-        String::from_utf8_lossy(&reply),
-        "bye",
-        "client should get the full reply after its FIN"
-    );
+    c.read_to_end(&mut reply).expect("read reply after half-close");
+    assert_eq!(String::from_utf8_lossy(&reply), "bye", "client should get the full reply after its FIN");
     let seen = seen.lock().unwrap();
     assert!(
         seen.iter().any(|g| g.as_slice() == b"hello"),
         "backend should have read exactly \"hello\" then EOF; saw {:?}",
-        seen.iter()
-            .map(|g| String::from_utf8_lossy(g).into_owned())
-            .collect::<Vec<_>>()
+        seen.iter().map(|g| String::from_utf8_lossy(g).into_owned()).collect::<Vec<_>>()
     );
 }
 
@@ -183,16 +163,9 @@ fn server_half_close_keeps_client_to_server_direction() {
     let mut all = Vec::new();
     c.read_to_end(&mut all).expect("read until server FIN");
     assert_eq!(all, b"early\n");
-    c.write_all(b"late data")
-        .expect("client writes after server FIN");
+    c.write_all(b"late data").expect("client writes after server FIN");
     c.shutdown(Shutdown::Write).unwrap();
-    let got = eventually(WAIT, || {
-        seen.lock()
-            .unwrap()
-            .iter()
-            .find(|g| g.as_slice() == b"late data")
-            .cloned()
-    });
+    let got = eventually(WAIT, || seen.lock().unwrap().iter().find(|g| g.as_slice() == b"late data").cloned());
     assert!(
         got.is_some(),
         "backend never got the client's data sent after the server's FIN: {:?}",
@@ -219,10 +192,7 @@ fn ipv6_bind_and_backend() {
 fn workers_env_override_still_forwards() {
     let backend = Backend::echo_any("b1");
     let bind = free_addr();
-    let mut v = Vipgate::spawn_with_env(
-        &one_server_config(bind, backend.addr, ""),
-        &[("VIPGATE_WORKERS", "1")],
-    );
+    let mut v = Vipgate::spawn_with_env(&one_server_config(bind, backend.addr, ""), &[("VIPGATE_WORKERS", "1")]);
     v.wait_ready(bind);
     for _ in 0..3 {
         assert_eq!(which_server(bind), "b1");
@@ -238,11 +208,8 @@ fn one_service_on_several_binds() {
         Some(b6) => format!("[\"{}\", \"{}\"]", a(b4), a(b6)),
         None => format!("[\"{}\"]", a(b4)),
     };
-    let cfg = format!(
-        "{}\n[services.fwd]\nbind = {binds}\n{}",
-        global(""),
-        servers("fwd", &[("multi", backend.addr, "")])
-    );
+    let cfg =
+        format!("{}\n[services.fwd]\nbind = {binds}\n{}", global(""), servers("fwd", &[("multi", backend.addr, "")]));
     let mut v = Vipgate::start(&cfg, b4);
     assert_eq!(which_server(b4), "multi");
     if let Some(b6) = b6 {
@@ -326,11 +293,7 @@ fn many_concurrent_connections() {
                         Err(e) => panic!("connection {i}: read after {} bytes: {e}", got.len),
                     }
                 }
-                assert_eq!(
-                    got.finish(),
-                    writer.join().unwrap(),
-                    "connection {i}: echoed data differs"
-                );
+                assert_eq!(got.finish(), writer.join().unwrap(), "connection {i}: echoed data differs");
             })
         })
         .collect();

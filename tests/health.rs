@@ -8,12 +8,7 @@ use tokio::time::Instant;
 
 use common::*;
 
-fn service(
-    bind: SocketAddr,
-    balance: &str,
-    extra: &str,
-    list: &[(&str, SocketAddr, &str)],
-) -> String {
+fn service(bind: SocketAddr, balance: &str, extra: &str, list: &[(&str, SocketAddr, &str)]) -> String {
     format!(
         "{}\n[services.hc]\nbind = \"{}\"\nbalance = \"{balance}\"\n{extra}\n{}",
         global(""),
@@ -23,11 +18,7 @@ fn service(
 }
 
 /// Poll connections until `n` in a row satisfy `ok` (None = connection got no name).
-fn until_streak(
-    bind: SocketAddr,
-    n: usize,
-    ok: impl Fn(&Option<String>) -> bool,
-) -> Result<(), Vec<Option<String>>> {
+fn until_streak(bind: SocketAddr, n: usize, ok: impl Fn(&Option<String>) -> bool) -> Result<(), Vec<Option<String>>> {
     let deadline = Instant::now() + WAIT;
     let mut streak = 0;
     let mut seen = Vec::new();
@@ -65,11 +56,7 @@ fn first_with_backup_fails_over_and_back() {
     );
     let _v = Vipgate::start(&cfg, bind);
     let names: Vec<String> = (0..5).map(|_| which_server(bind)).collect();
-    assert_eq!(
-        tally(&names),
-        vec![("db1".into(), 5)],
-        "active server takes everything while up"
-    );
+    assert_eq!(tally(&names), vec![("db1".into(), 5)], "active server takes everything while up");
 
     db1.stop();
     if let Err(last) = until_streak(bind, 5, is("db2")) {
@@ -96,11 +83,7 @@ fn dead_server_leaves_rotation_and_returns() {
     );
     let _v = Vipgate::start(&cfg, bind);
     let names: Vec<String> = (0..4).map(|_| which_server(bind)).collect();
-    assert_eq!(
-        tally(&names),
-        vec![("A".into(), 2), ("B".into(), 2)],
-        "both servers up: {names:?}"
-    );
+    assert_eq!(tally(&names), vec![("A".into(), 2), ("B".into(), 2)], "both servers up: {names:?}");
 
     b1.stop();
     if let Err(last) = until_streak(bind, 10, is("A")) {
@@ -108,20 +91,11 @@ fn dead_server_leaves_rotation_and_returns() {
     }
 
     b1.restart();
-    let back = eventually(WAIT, || {
-        (try_which_server(bind).as_deref() == Some("B")).then_some(())
-    });
-    assert!(
-        back.is_some(),
-        "B never returned to rotation after its backend restarted"
-    );
+    let back = eventually(WAIT, || (try_which_server(bind).as_deref() == Some("B")).then_some(()));
+    assert!(back.is_some(), "B never returned to rotation after its backend restarted");
     // Back in rotation: both take connections again.
     let names: Vec<String> = (0..6).map(|_| which_server(bind)).collect();
-    assert_eq!(
-        tally(&names).len(),
-        2,
-        "both servers should take connections again: {names:?}"
-    );
+    assert_eq!(tally(&names).len(), 2, "both servers should take connections again: {names:?}");
 }
 
 #[test]
@@ -149,12 +123,7 @@ fn connect_failure_retries_on_next_server() {
     let a1 = Backend::echo_any("A");
     let dead = free_addr();
     let bind = free_addr();
-    let cfg = service(
-        bind,
-        "roundrobin",
-        "",
-        &[("A", a1.addr, ""), ("B", dead, "")],
-    );
+    let cfg = service(bind, "roundrobin", "", &[("A", a1.addr, ""), ("B", dead, "")]);
     let _v = Vipgate::start(&cfg, bind);
     let results: Vec<Option<String>> = (0..10).map(|_| try_which_server(bind)).collect();
     assert!(
@@ -173,10 +142,6 @@ fn no_retries_and_dead_server_closes_client() {
     for _ in 0..3 {
         let mut s = connect(bind);
         let r = wait_closed(&mut s, Duration::from_secs(10));
-        assert!(
-            r.is_ok(),
-            "client connection to a service with only a dead server: {}",
-            r.unwrap_err()
-        );
+        assert!(r.is_ok(), "client connection to a service with only a dead server: {}", r.unwrap_err());
     }
 }

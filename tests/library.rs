@@ -10,11 +10,7 @@ use std::time::Duration;
 use common::*;
 use vipgate::{config, proxy, runtime};
 
-fn tcp_config(
-    bind: std::net::SocketAddr,
-    backend: std::net::SocketAddr,
-    splice: bool,
-) -> config::Config {
+fn tcp_config(bind: std::net::SocketAddr, backend: std::net::SocketAddr, splice: bool) -> config::Config {
     let text = format!(
         "[global]\nsplice = {splice}\n[services.s]\nbind = \"{bind}\"\n[[services.s.servers]]\nname = \"b\"\naddress = \"{backend}\"\n"
     );
@@ -25,9 +21,7 @@ fn tcp_config(
 async fn splice_carries_bytes_and_idle_connection_holds_no_pipe() {
     let backend = Backend::echo_any("b");
     let bind = free_addr();
-    let running = runtime::start(&tcp_config(bind, backend.addr, true))
-        .await
-        .expect("start");
+    let running = runtime::start(&tcp_config(bind, backend.addr, true)).await.expect("start");
 
     let client = tokio::task::spawn_blocking(move || {
         let mut s = connect(bind);
@@ -45,19 +39,10 @@ async fn splice_carries_bytes_and_idle_connection_holds_no_pipe() {
     .expect("client thread");
 
     // splice() made pipes, so the bytes went through the kernel path...
-    assert!(
-        proxy::splice::live_pipes() > 0,
-        "no pipe was ever created: splice did not run"
-    );
+    assert!(proxy::splice::live_pipes() > 0, "no pipe was ever created: splice did not run");
     // ...and the idle connection handed its pipe back.
-    let idle = eventually(Duration::from_secs(5), || {
-        (proxy::splice::lent_pipes() == 0).then_some(())
-    });
-    assert!(
-        idle.is_some(),
-        "an idle connection still holds {} pipe(s)",
-        proxy::splice::lent_pipes()
-    );
+    let idle = eventually(Duration::from_secs(5), || (proxy::splice::lent_pipes() == 0).then_some(()));
+    assert!(idle.is_some(), "an idle connection still holds {} pipe(s)", proxy::splice::lent_pipes());
     assert_eq!(running.open_connections(), 1);
     drop(client);
     running.shutdown(Duration::from_secs(2)).await;
@@ -69,9 +54,7 @@ async fn binds_a_vip_that_is_not_on_this_host() {
     // it. Nothing is sent to it; only the bind must succeed (IP_FREEBIND).
     let port = free_port();
     let vip: std::net::SocketAddr = format!("192.0.2.77:{port}").parse().unwrap();
-    let running = runtime::start(&tcp_config(vip, free_addr(), true))
-        .await
-        .expect("bind a non-local VIP");
+    let running = runtime::start(&tcp_config(vip, free_addr(), true)).await.expect("bind a non-local VIP");
     assert_eq!(running.local_addrs()[0].1, vip);
     running.shutdown(Duration::from_secs(1)).await;
 }
@@ -84,8 +67,5 @@ async fn port_in_use_is_a_clear_start_error() {
         Ok(_) => panic!("started on a port already in use"),
         Err(e) => e.to_string(),
     };
-    assert!(
-        err.contains(&addr.to_string()) && err.contains("service \"s\""),
-        "{err}"
-    );
+    assert!(err.contains(&addr.to_string()) && err.contains("service \"s\""), "{err}");
 }

@@ -10,36 +10,21 @@ use std::time::Duration;
 use common::*;
 
 fn config(svc: &str, bind: SocketAddr, extra: &str, list: &[(&str, SocketAddr, &str)]) -> String {
-    format!(
-        "{}\n[services.{svc}]\nbind = \"{}\"\n{extra}\n{}",
-        global(""),
-        a(bind),
-        servers(svc, list)
-    )
+    format!("{}\n[services.{svc}]\nbind = \"{}\"\n{extra}\n{}", global(""), a(bind), servers(svc, list))
 }
 
 /// The connection log line for the client at local port `port`.
 fn line_for(v: &Vipgate, port: u16) -> String {
     let client = format!("127.0.0.1:{port}");
-    v.wait_log_line(WAIT, |l| {
-        field(l, "client").as_deref() == Some(client.as_str()) && l.contains("end=")
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no connection log line with client={client} and end=:\n{}",
-            v.log()
-        )
-    })
+    v.wait_log_line(WAIT, |l| field(l, "client").as_deref() == Some(client.as_str()) && l.contains("end="))
+        .unwrap_or_else(|| panic!("no connection log line with client={client} and end=:\n{}", v.log()))
 }
 
 #[test]
 fn client_close_line_has_all_fields() {
     let backend = Backend::echo_any("db1");
     let bind = free_addr();
-    let v = Vipgate::start(
-        &config("logsvc", bind, "", &[("db1", backend.addr, "")]),
-        bind,
-    );
+    let v = Vipgate::start(&config("logsvc", bind, "", &[("db1", backend.addr, "")]), bind);
     let (mut s, _) = hold(bind);
     let port = s.local_addr().unwrap().port();
     s.write_all(b"hello\n").unwrap();
@@ -51,17 +36,10 @@ fn client_close_line_has_all_fields() {
     let line = line_for(&v, port);
     assert_eq!(field(&line, "service").as_deref(), Some("logsvc"), "{line}");
     assert_eq!(field(&line, "server").as_deref(), Some("db1"), "{line}");
-    assert_eq!(
-        field(&line, "end").as_deref(),
-        Some("client_close"),
-        "{line}"
-    );
-    let bin: u64 = field(&line, "bytes_in")
-        .and_then(|x| x.parse().ok())
-        .unwrap_or_else(|| panic!("bytes_in: {line}"));
-    let bout: u64 = field(&line, "bytes_out")
-        .and_then(|x| x.parse().ok())
-        .unwrap_or_else(|| panic!("bytes_out: {line}"));
+    assert_eq!(field(&line, "end").as_deref(), Some("client_close"), "{line}");
+    let bin: u64 = field(&line, "bytes_in").and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("bytes_in: {line}"));
+    let bout: u64 =
+        field(&line, "bytes_out").and_then(|x| x.parse().ok()).unwrap_or_else(|| panic!("bytes_out: {line}"));
     // Client sent "hello\n" (6); server sent "db1\n" + "hello\n" (10).
     let mut pair = [bin, bout];
     pair.sort();
@@ -75,10 +53,7 @@ fn server_close_is_logged() {
         let _ = s.shutdown(Shutdown::Both);
     });
     let bind = free_addr();
-    let v = Vipgate::start(
-        &config("logsvc", bind, "", &[("closer", backend.addr, "")]),
-        bind,
-    );
+    let v = Vipgate::start(&config("logsvc", bind, "", &[("closer", backend.addr, "")]), bind);
     let mut s = connect(bind);
     let port = s.local_addr().unwrap().port();
     assert_eq!(read_line(&mut s).unwrap(), "closer");
@@ -86,57 +61,31 @@ fn server_close_is_logged() {
     drop(s);
     let line = line_for(&v, port);
     assert_eq!(field(&line, "server").as_deref(), Some("closer"), "{line}");
-    assert_eq!(
-        field(&line, "end").as_deref(),
-        Some("server_close"),
-        "{line}"
-    );
+    assert_eq!(field(&line, "end").as_deref(), Some("server_close"), "{line}");
 }
 
 #[test]
 fn connect_failure_is_logged() {
     let dead = free_addr();
     let bind = free_addr();
-    let v = Vipgate::start(
-        &config("deadsvc", bind, "retries = 0", &[("gone", dead, "")]),
-        bind,
-    );
+    let v = Vipgate::start(&config("deadsvc", bind, "retries = 0", &[("gone", dead, "")]), bind);
     let mut s = connect(bind);
     let port = s.local_addr().unwrap().port();
     let _ = wait_closed(&mut s, Duration::from_secs(10));
     let line = line_for(&v, port);
-    assert_eq!(
-        field(&line, "service").as_deref(),
-        Some("deadsvc"),
-        "{line}"
-    );
-    assert_eq!(
-        field(&line, "end").as_deref(),
-        Some("connect_failure"),
-        "{line}"
-    );
-    assert!(
-        field(&line, "server").is_some()
-            && line.contains("bytes_in=")
-            && line.contains("bytes_out="),
-        "{line}"
-    );
+    assert_eq!(field(&line, "service").as_deref(), Some("deadsvc"), "{line}");
+    assert_eq!(field(&line, "end").as_deref(), Some("connect_failure"), "{line}");
+    assert!(field(&line, "server").is_some() && line.contains("bytes_in=") && line.contains("bytes_out="), "{line}");
 }
 
 #[test]
 fn log_lines_have_no_terminal_escapes() {
     let backend = Backend::echo_any("db1");
     let bind = free_addr();
-    let v = Vipgate::start(
-        &config("plain", bind, "", &[("db1", backend.addr, "")]),
-        bind,
-    );
+    let v = Vipgate::start(&config("plain", bind, "", &[("db1", backend.addr, "")]), bind);
     let (s, _) = hold(bind);
     let port = s.local_addr().unwrap().port();
     drop(s);
     let line = line_for(&v, port);
-    assert!(
-        !v.log().contains('\u{1b}'),
-        "stderr is a file, yet the log has ANSI escapes: {line:?}"
-    );
+    assert!(!v.log().contains('\u{1b}'), "stderr is a file, yet the log has ANSI escapes: {line:?}");
 }

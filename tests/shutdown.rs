@@ -65,9 +65,7 @@ fn wait_refused(addr: SocketAddr, timeout: Duration) -> Result<Duration, String>
         }
         thread::sleep(Duration::from_millis(50));
     }
-    Err(format!(
-        "connects still not refused after {timeout:?} (last: {last})"
-    ))
+    Err(format!("connects still not refused after {timeout:?} (last: {last})"))
 }
 
 #[test]
@@ -91,26 +89,15 @@ fn sigterm_refuses_new_connects_and_drains_in_flight_transfer() {
         match s.read(&mut buf) {
             Ok(0) => break,
             Ok(n) => h.update(&buf[..n]),
-            Err(e) => panic!(
-                "in-flight transfer broken after {} bytes: {e}\n{}",
-                h.len,
-                v.log()
-            ),
+            Err(e) => panic!("in-flight transfer broken after {} bytes: {e}\n{}", h.len, v.log()),
         }
     }
-    assert_eq!(
-        h.finish(),
-        expected_hash(),
-        "in-flight transfer not intact ({} bytes)",
-        h.len
-    );
+    assert_eq!(h.finish(), expected_hash(), "in-flight transfer not intact ({} bytes)", h.len);
     // The server is done and so is the client: close our side too (a half-closed
     // connection is still a connection to drain).
     drop(s);
 
-    let st = v
-        .wait_exit(WAIT)
-        .expect("vipgate still running after its last connection ended");
+    let st = v.wait_exit(WAIT).expect("vipgate still running after its last connection ended");
     assert_eq!(st.code(), Some(0), "exit status after SIGTERM drain: {st}");
 }
 
@@ -122,9 +109,7 @@ fn sigterm_without_connections_exits_promptly() {
     // The readiness probe's connection must be gone before we signal.
     thread::sleep(Duration::from_millis(300));
     v.signal(libc::SIGTERM);
-    let st = v
-        .wait_exit(WAIT)
-        .expect("idle vipgate did not exit after SIGTERM (grace is 30s, nothing to drain)");
+    let st = v.wait_exit(WAIT).expect("idle vipgate did not exit after SIGTERM (grace is 30s, nothing to drain)");
     assert_eq!(st.code(), Some(0), "exit status: {st}");
 }
 
@@ -136,27 +121,15 @@ fn grace_expiry_closes_idle_connection_and_exits_zero() {
     let (mut s, _) = hold(bind);
     let port = s.local_addr().unwrap().port();
     v.signal(libc::SIGTERM);
-    let st = v
-        .wait_exit(WAIT)
-        .expect("vipgate did not exit after grace = 500ms");
+    let st = v.wait_exit(WAIT).expect("vipgate did not exit after grace = 500ms");
     assert_eq!(st.code(), Some(0), "exit status after grace expiry: {st}");
     let r = wait_closed(&mut s, Duration::from_secs(5));
-    assert!(
-        r.is_ok(),
-        "client connection after exit: {}",
-        r.unwrap_err()
-    );
+    assert!(r.is_ok(), "client connection after exit: {}", r.unwrap_err());
     let client = format!("127.0.0.1:{port}");
     let log = v.log();
-    let line = log
-        .lines()
-        .find(|l| field(l, "client").as_deref() == Some(client.as_str()));
+    let line = log.lines().find(|l| field(l, "client").as_deref() == Some(client.as_str()));
     let line = line.unwrap_or_else(|| panic!("no connection log line for client={client}:\n{log}"));
-    assert_eq!(
-        field(line, "end").as_deref(),
-        Some("shutdown"),
-        "end of a connection cut at grace end: {line}"
-    );
+    assert_eq!(field(line, "end").as_deref(), Some("shutdown"), "end of a connection cut at grace end: {line}");
 }
 
 #[test]
@@ -167,13 +140,7 @@ fn sigint_also_drains_and_exits_zero() {
     let (_s, _) = hold(bind);
     v.signal(libc::SIGINT);
     let refused = wait_refused(bind, Duration::from_secs(5));
-    assert!(
-        refused.is_ok() || v.try_wait().is_some(),
-        "after SIGINT: {:?}",
-        refused
-    );
-    let st = v
-        .wait_exit(WAIT)
-        .expect("vipgate did not exit after SIGINT");
+    assert!(refused.is_ok() || v.try_wait().is_some(), "after SIGINT: {:?}", refused);
+    let st = v.wait_exit(WAIT).expect("vipgate did not exit after SIGINT");
     assert_eq!(st.code(), Some(0), "exit status after SIGINT: {st}");
 }

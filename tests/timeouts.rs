@@ -28,24 +28,15 @@ fn idle_connection_is_closed() {
     assert_eq!(name, "b1");
     let port = s.local_addr().unwrap().port();
     let r = wait_closed(&mut s, Duration::from_secs(10));
-    assert!(
-        r.is_ok(),
-        "idle connection with 300ms timeouts: {}",
-        r.unwrap_err()
-    );
+    assert!(r.is_ok(), "idle connection with 300ms timeouts: {}", r.unwrap_err());
 
     // The connection log line names a timeout as the end.
     let client = format!("127.0.0.1:{port}");
     let line = v
-        .wait_log_line(WAIT, |l| {
-            field(l, "client").as_deref() == Some(client.as_str())
-        })
+        .wait_log_line(WAIT, |l| field(l, "client").as_deref() == Some(client.as_str()))
         .unwrap_or_else(|| panic!("no log line with client={client}:\n{}", v.log()));
     let end = field(&line, "end").unwrap_or_default();
-    assert!(
-        end == "client_timeout" || end == "server_timeout",
-        "end should be a timeout: {line}"
-    );
+    assert!(end == "client_timeout" || end == "server_timeout", "end should be a timeout: {line}");
 }
 
 #[test]
@@ -58,16 +49,9 @@ fn active_connection_stays_open() {
     let mut i = 0;
     while start.elapsed() < Duration::from_millis(1500) {
         let msg = format!("tick {i}\n");
-        s.write_all(msg.as_bytes())
-            .unwrap_or_else(|e| panic!("write {i} after {:?}: {e}", start.elapsed()));
-        let got = read_line(&mut s)
-            .unwrap_or_else(|e| panic!("read {i} after {:?}: {e}", start.elapsed()));
-        assert_eq!(
-            got,
-            msg.trim_end(),
-            "echo {i} after {:?} (empty = closed)",
-            start.elapsed()
-        );
+        s.write_all(msg.as_bytes()).unwrap_or_else(|e| panic!("write {i} after {:?}: {e}", start.elapsed()));
+        let got = read_line(&mut s).unwrap_or_else(|e| panic!("read {i} after {:?}: {e}", start.elapsed()));
+        assert_eq!(got, msg.trim_end(), "echo {i} after {:?} (empty = closed)", start.elapsed());
         i += 1;
         thread::sleep(Duration::from_millis(100));
     }
@@ -81,11 +65,7 @@ fn zero_means_no_timeout() {
     let (mut s, _) = hold(bind);
     thread::sleep(Duration::from_millis(1500));
     s.write_all(b"still here\n").expect("write after idle");
-    assert_eq!(
-        read_line(&mut s).unwrap(),
-        "still here",
-        "connection with timeouts \"0\" was closed while idle"
-    );
+    assert_eq!(read_line(&mut s).unwrap(), "still here", "connection with timeouts \"0\" was closed while idle");
 }
 
 #[test]
@@ -101,9 +81,5 @@ fn defaults_section_timeouts_apply() {
     let _v = Vipgate::start(&cfg, bind);
     let (mut s, _) = hold(bind);
     let r = wait_closed(&mut s, Duration::from_secs(10));
-    assert!(
-        r.is_ok(),
-        "[defaults] client/server_timeout = 300ms not applied: {}",
-        r.unwrap_err()
-    );
+    assert!(r.is_ok(), "[defaults] client/server_timeout = 300ms not applied: {}", r.unwrap_err());
 }

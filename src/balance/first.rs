@@ -7,12 +7,7 @@ use std::{net::IpAddr, sync::Arc};
 pub struct First;
 
 impl Balancer for First {
-    fn pick(
-        &self,
-        servers: &[Arc<Server>],
-        eligible: &dyn Fn(usize) -> bool,
-        _client: IpAddr,
-    ) -> Option<usize> {
+    fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
         (0..servers.len()).find(|&i| eligible(i))
     }
 }

@@ -14,12 +14,7 @@ pub struct LeastConn {
 }
 
 impl Balancer for LeastConn {
-    fn pick(
-        &self,
-        servers: &[Arc<Server>],
-        eligible: &dyn Fn(usize) -> bool,
-        _client: IpAddr,
-    ) -> Option<usize> {
+    fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
         let n = servers.len();
         if n == 0 {
             return None;

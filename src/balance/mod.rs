@@ -12,17 +12,14 @@ mod source;
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::BalanceKind;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+
+use crate::config::{BalanceKind, Failback};
 use crate::runtime::Server;
 
 /// One balancing algorithm. `eligible(i)` says whether `servers[i]` may be chosen now.
 pub trait Balancer: Send + Sync {
-    fn pick(
-        &self,
-        servers: &[Arc<Server>],
-        eligible: &dyn Fn(usize) -> bool,
-        client: IpAddr,
-    ) -> Option<usize>;
+    fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, client: IpAddr) -> Option<usize>;
 }
 
 pub fn new_balancer(kind: BalanceKind, servers: &[Arc<Server>]) -> Box<dyn Balancer> {
@@ -35,10 +32,32 @@ pub fn new_balancer(kind: BalanceKind, servers: &[Arc<Server>]) -> Box<dyn Balan
     }
 }
 
+/// How a pool chooses among tiers and reacts when a better server returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    pub failback: Failback,
+    /// Spread over every usable server of a backup tier instead of only its first.
+    pub all_backups: bool,
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy { failback: Failback::Immediate, all_backups: false }
+    }
+}
+
+const NONE: usize = usize::MAX;
+
 /// The servers of one service and the algorithm that spreads clients over them.
 pub struct Pool {
     servers: Vec<Arc<Server>>,
     balancer: Box<dyn Balancer>,
+    policy: Policy,
+    /// `first` picks one server for everyone: failback is tracked per server.
+    single: bool,
+    /// Last server chosen (`first`) and last tier chosen, for failback.
+    current_server: AtomicUsize,
+    current_tier: AtomicUsize,
 }
 
 /// A server chosen for one connection; counts as active until dropped.
@@ -64,11 +83,7 @@ pub struct Tried(Vec<usize>);
 
 impl Tried {
     pub fn add(&mut self, lease: &Lease, pool: &Pool) {
-        if let Some(i) = pool
-            .servers
-            .iter()
-            .position(|s| Arc::ptr_eq(s, &lease.server))
-        {
+        if let Some(i) = pool.servers.iter().position(|s| Arc::ptr_eq(s, &lease.server)) {
             self.0.push(i);
         }
     }
@@ -79,38 +94,104 @@ impl Tried {
 
 impl Pool {
     pub fn new(kind: BalanceKind, servers: Vec<Arc<Server>>) -> Self {
+        Pool::with_policy(kind, servers, Policy::default())
+    }
+
+    pub fn with_policy(kind: BalanceKind, servers: Vec<Arc<Server>>, policy: Policy) -> Self {
         let balancer = new_balancer(kind, &servers);
-        Pool { servers, balancer }
+        Pool {
+            servers,
+            balancer,
+            policy,
+            single: kind == BalanceKind::First,
+            current_server: AtomicUsize::new(NONE),
+            current_tier: AtomicUsize::new(NONE),
+        }
     }
 
     pub fn servers(&self) -> &[Arc<Server>] {
         &self.servers
     }
 
+    fn available(&self, i: usize, tried: &Tried) -> bool {
+        self.servers[i].usable() && !tried.contains(i)
+    }
+
+    /// Lowest tier with a server available to this connection.
+    fn best_tier(&self, tried: &Tried) -> Option<u32> {
+        (0..self.servers.len()).filter(|&i| self.available(i, tried)).map(|i| self.servers[i].tier).min()
+    }
+
     /// Choose a server for a client, skipping those in `tried`.
     ///
-    /// Backup servers serve only while no active server is usable, and then only the first
-    /// usable backup in config order takes traffic (HAProxy without `allbackups`), so an
-    /// active-backup Galera never has two writers. Tier choice looks at health only, not at
-    /// `tried`: a connect failure on an active server retries other active servers and does
-    /// not spill onto a backup while health checks still call the active tier up.
+    /// Traffic goes to the lowest tier that has an available server. In a backup tier
+    /// (tier > 0) only its first available server in config order serves unless
+    /// `all_backups` is set (HAProxy without `allbackups`), so an active-backup Galera never
+    /// gets two writers from the balancer's choice. A server whose connect just failed is
+    /// not available to this connection, so a retry moves on at once, to the next tier if
+    /// need be: a stopped primary sends clients to the backup before its probe notices.
     pub fn pick(&self, client: IpAddr, tried: &Tried) -> Option<Lease> {
-        let primary_up = self.servers.iter().any(|s| !s.backup && s.usable());
-        let index = if primary_up {
-            let eligible = |i: usize| {
-                let s = &self.servers[i];
-                !s.backup && s.usable() && !tried.contains(i)
-            };
-            self.balancer.pick(&self.servers, &eligible, client)
-        } else {
-            (0..self.servers.len()).find(|&i| {
-                let s = &self.servers[i];
-                s.backup && s.usable() && !tried.contains(i)
-            })
-        }?;
+        let best = self.best_tier(tried)?;
+        let never = self.policy.failback == Failback::Never;
+        // `first` with failback = never: the current writer keeps everything while it is
+        // available; when it fails, the best available server takes over.
+        let sticky = match self.current_server.load(Relaxed) {
+            i if never && self.single && i < self.servers.len() && self.available(i, tried) => Some(i),
+            _ => None,
+        };
+        let tier = match (sticky, self.current_tier.load(Relaxed)) {
+            (Some(i), _) => self.servers[i].tier,
+            // Other algorithms stay on the tier in use while it has an available server.
+            (None, t) if never && !self.single && t != NONE => {
+                let t = t as u32;
+                let alive = (0..self.servers.len()).any(|i| self.servers[i].tier == t && self.available(i, tried));
+                if alive {
+                    t
+                } else {
+                    best
+                }
+            }
+            _ => best,
+        };
+        let index = match sticky {
+            Some(i) => i,
+            None if tier > 0 && !self.policy.all_backups => {
+                (0..self.servers.len()).find(|&i| self.servers[i].tier == tier && self.available(i, tried))?
+            }
+            None => {
+                let eligible = |i: usize| self.servers[i].tier == tier && self.available(i, tried);
+                self.balancer.pick(&self.servers, &eligible, client)?
+            }
+        };
+        self.note_choice(index, tier);
         let server = Arc::clone(&self.servers[index]);
         server.acquire();
         Some(Lease { server })
+    }
+
+    /// Remember what was chosen; on a failback with `drain`, close the sessions left on the
+    /// server (or tier) traffic is leaving, so there is only ever one writer.
+    fn note_choice(&self, index: usize, tier: u32) {
+        let prev_server = self.current_server.swap(index, Relaxed);
+        let prev_tier = self.current_tier.swap(tier as usize, Relaxed);
+        if self.policy.failback != Failback::Drain {
+            return;
+        }
+        if self.single {
+            // A failback: the previous writer ranks below the new one (higher tier, or
+            // same tier but later in config order).
+            if prev_server != NONE && prev_server != index && prev_server < self.servers.len() {
+                let prev = &self.servers[prev_server];
+                let lower = (prev.tier, prev_server) > (tier, index);
+                if lower {
+                    prev.shutdown_sessions();
+                }
+            }
+        } else if prev_tier != NONE && prev_tier > tier as usize {
+            for s in self.servers.iter().filter(|s| s.tier as usize > tier as usize) {
+                s.shutdown_sessions();
+            }
+        }
     }
 }
 

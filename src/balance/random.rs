@@ -36,11 +36,7 @@ fn next_u64() -> u64 {
     })
 }
 
-fn weighted_draw(
-    servers: &[Arc<Server>],
-    eligible: &dyn Fn(usize) -> bool,
-    total: u64,
-) -> Option<usize> {
+fn weighted_draw(servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, total: u64) -> Option<usize> {
     let mut r = next_u64() % total;
     for (i, s) in servers.iter().enumerate() {
         if !eligible(i) {
@@ -56,16 +52,8 @@ fn weighted_draw(
 }
 
 impl Balancer for PowerOfTwo {
-    fn pick(
-        &self,
-        servers: &[Arc<Server>],
-        eligible: &dyn Fn(usize) -> bool,
-        _client: IpAddr,
-    ) -> Option<usize> {
-        let total: u64 = (0..servers.len())
-            .filter(|&i| eligible(i))
-            .map(|i| u64::from(servers[i].weight))
-            .sum();
+    fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
+        let total: u64 = (0..servers.len()).filter(|&i| eligible(i)).map(|i| u64::from(servers[i].weight)).sum();
         if total == 0 {
             return None;
         }

@@ -14,23 +14,13 @@ pub struct RoundRobin {
 
 impl RoundRobin {
     pub fn new(n: usize) -> Self {
-        RoundRobin {
-            current: Mutex::new(vec![0; n]),
-        }
+        RoundRobin { current: Mutex::new(vec![0; n]) }
     }
 }
 
 impl Balancer for RoundRobin {
-    fn pick(
-        &self,
-        servers: &[Arc<Server>],
-        eligible: &dyn Fn(usize) -> bool,
-        _client: IpAddr,
-    ) -> Option<usize> {
-        let mut current = self
-            .current
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+    fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
+        let mut current = self.current.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         if current.len() != servers.len() {
             current.resize(servers.len(), 0);
         }

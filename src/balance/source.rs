@@ -20,24 +20,15 @@ impl SourceHash {
     pub fn new(servers: &[Arc<Server>]) -> Self {
         let mut weights = servers.iter().map(|s| s.weight).filter(|&w| w > 0);
         let first = weights.next();
-        SourceHash {
-            uniform: weights.all(|w| Some(w) == first),
-        }
+        SourceHash { uniform: weights.all(|w| Some(w) == first) }
     }
 }
 
 impl Balancer for SourceHash {
-    fn pick(
-        &self,
-        servers: &[Arc<Server>],
-        eligible: &dyn Fn(usize) -> bool,
-        client: IpAddr,
-    ) -> Option<usize> {
+    fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, client: IpAddr) -> Option<usize> {
         let key = client_key(client);
         if self.uniform {
-            return (0..servers.len())
-                .filter(|&i| eligible(i))
-                .max_by_key(|&i| hrw_hash(key, servers[i].hash_key));
+            return (0..servers.len()).filter(|&i| eligible(i)).max_by_key(|&i| hrw_hash(key, servers[i].hash_key));
         }
         let mut best: Option<(usize, f64)> = None;
         for (i, s) in servers.iter().enumerate() {

@@ -23,9 +23,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         return Ok(Duration::ZERO);
     }
     if s.is_empty() {
-        return Err(DurationError(
-            "empty duration (use e.g. \"5s\", \"500ms\", \"48h\", or \"0\" for none)".into(),
-        ));
+        return Err(DurationError("empty duration (use e.g. \"5s\", \"500ms\", \"48h\", or \"0\" for none)".into()));
     }
     let mut total: u128 = 0;
     let mut rest = s;
@@ -36,10 +34,7 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         }
         let (num, after) = rest.split_at(digits);
         let value: u128 = num.parse().map_err(|_| bad(text, "number too large"))?;
-        let unit_len = after
-            .bytes()
-            .take_while(|b| b.is_ascii_alphabetic())
-            .count();
+        let unit_len = after.bytes().take_while(|b| b.is_ascii_alphabetic()).count();
         if unit_len == 0 {
             return Err(bad(text, "missing unit (ms, s, m, h or d)"));
         }
@@ -51,17 +46,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
             "m" => 60 * 1_000_000_000,
             "h" => 3_600 * 1_000_000_000,
             "d" => 86_400 * 1_000_000_000,
-            other => {
-                return Err(bad(
-                    text,
-                    &format!("unknown unit \"{other}\" (use ms, s, m, h or d)"),
-                ))
-            }
+            other => return Err(bad(text, &format!("unknown unit \"{other}\" (use ms, s, m, h or d)"))),
         };
-        total = value
-            .checked_mul(nanos_per)
-            .and_then(|v| total.checked_add(v))
-            .ok_or_else(|| bad(text, "too large"))?;
+        total =
+            value.checked_mul(nanos_per).and_then(|v| total.checked_add(v)).ok_or_else(|| bad(text, "too large"))?;
         rest = next;
     }
     // Ten years is far beyond any sane timeout; refusing it keeps Instant arithmetic safe.
@@ -110,30 +98,15 @@ mod tests {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
         assert_eq!(parse_duration("1m").unwrap(), Duration::from_secs(60));
-        assert_eq!(
-            parse_duration("48h").unwrap(),
-            Duration::from_secs(48 * 3600)
-        );
+        assert_eq!(parse_duration("48h").unwrap(), Duration::from_secs(48 * 3600));
         assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
         assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
-        assert_eq!(
-            parse_duration("2d").unwrap(),
-            Duration::from_secs(2 * 86400)
-        );
+        assert_eq!(parse_duration("2d").unwrap(), Duration::from_secs(2 * 86400));
     }
 
     #[test]
     fn rejects_garbage_with_reason() {
-        for bad in [
-            "",
-            "5",
-            "s",
-            "5x",
-            "-1s",
-            "1.5s",
-            "99999999999999999999999h",
-            "5 s",
-        ] {
+        for bad in ["", "5", "s", "5x", "-1s", "1.5s", "99999999999999999999999h", "5 s"] {
             let err = parse_duration(bad).unwrap_err();
             assert!(err.0.contains("duration"), "{bad}: {err}");
         }

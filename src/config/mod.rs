@@ -1,6 +1,7 @@
 //! Configuration: TOML schema, duration parsing, and validation into a [`Config`] model
 //! with `FILE:LINE:COL` diagnostics.
 
+mod check;
 mod duration;
 pub mod model;
 mod validate;
@@ -16,15 +17,9 @@ pub use validate::{parse_bind, parse_server_addr, Problem};
 #[derive(Debug)]
 pub enum ConfigError {
     /// The file could not be read.
-    Io {
-        file: String,
-        source: std::io::Error,
-    },
+    Io { file: String, source: std::io::Error },
     /// The file was read but is not a valid configuration; one diagnostic per problem.
-    Invalid {
-        file: String,
-        diagnostics: Vec<Diagnostic>,
-    },
+    Invalid { file: String, diagnostics: Vec<Diagnostic> },
 }
 
 /// One problem, positioned for humans (1-based line and column).
@@ -57,10 +52,7 @@ impl std::error::Error for ConfigError {}
 /// Read and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
     let file = path.display().to_string();
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-        file: file.clone(),
-        source,
-    })?;
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
     parse(&text, &file)
 }
 
@@ -72,11 +64,7 @@ pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
             .into_iter()
             .map(|p| {
                 let (line, column) = line_col(text, p.offset);
-                Diagnostic {
-                    line,
-                    column,
-                    message: p.message,
-                }
+                Diagnostic { line, column, message: p.message }
             })
             .collect(),
     })

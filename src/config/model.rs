@@ -24,11 +24,7 @@ pub struct Global {
 
 impl Default for Global {
     fn default() -> Self {
-        Global {
-            workers: None,
-            grace: Duration::from_secs(30),
-            splice: true,
-        }
+        Global { workers: None, grace: Duration::from_secs(30), splice: true }
     }
 }
 
@@ -52,8 +48,7 @@ pub enum BalanceKind {
 }
 
 impl BalanceKind {
-    pub const NAMES: &'static [&'static str] =
-        &["roundrobin", "leastconn", "source", "first", "random"];
+    pub const NAMES: &'static [&'static str] = &["roundrobin", "leastconn", "source", "first", "random"];
 
     pub fn from_name(name: &str) -> Option<Self> {
         Some(match name {
@@ -91,12 +86,7 @@ impl Default for Keepalive {
     fn default() -> Self {
         // Kernel defaults (2 h idle) leave a dead peer after VIP failover hanging for hours;
         // 60 s + 6 × 10 s notices it in about two minutes at a negligible packet cost.
-        Keepalive {
-            enabled: true,
-            idle: Duration::from_secs(60),
-            interval: Duration::from_secs(10),
-            count: 6,
-        }
+        Keepalive { enabled: true, idle: Duration::from_secs(60), interval: Duration::from_secs(10), count: 6 }
     }
 }
 
@@ -116,7 +106,36 @@ pub struct Service {
     /// Local address for outgoing connections (traffic and probes), as HAProxy's `source`.
     pub source: Option<IpAddr>,
     pub check: Option<Check>,
+    /// Consecutive connect failures from real traffic that mark a server down at once
+    /// (passive health); `None` = off. The probe brings the server back.
+    pub observe_errors: Option<u32>,
+    pub on_down: OnDown,
+    pub failback: Failback,
+    /// Spread traffic over every usable server of a backup tier (HAProxy `allbackups`);
+    /// off, only the first usable server of that tier serves (one Galera writer).
+    pub all_backups: bool,
     pub servers: Vec<Server>,
+}
+
+/// What happens to a server's open connections when it is marked down.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnDown {
+    /// Leave them; they end when the server or client closes them.
+    Keep,
+    /// Close them, so clients reconnect to the server that now takes traffic.
+    ShutdownSessions,
+}
+
+/// What happens when a higher-priority server (lower tier, or earlier for `first`)
+/// becomes usable again while traffic has moved elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failback {
+    /// New connections go back at once; sessions opened meanwhile stay where they are.
+    Immediate,
+    /// Stay on the current server (or tier) until it fails.
+    Never,
+    /// Go back at once and close the sessions on the server (or tier) being left.
+    Drain,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -124,26 +143,100 @@ pub struct Server {
     pub name: String,
     pub address: SocketAddr,
     pub weight: u32,
-    pub backup: bool,
+    /// Priority tier: traffic goes to the lowest tier with a usable server.
+    /// `backup = true` is tier 1.
+    pub tier: u32,
     /// Overrides the service's `source`.
     pub source: Option<IpAddr>,
+    /// Probe this port instead of the check's or the traffic port.
+    pub check_port: Option<u16>,
+    /// Probe this address instead of the check's or the server's.
+    pub check_address: Option<IpAddr>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+impl Server {
+    pub fn is_backup(&self) -> bool {
+        self.tier > 0
+    }
+}
+
+/// What a probe does; the fields common to every kind live in [`Check`].
+#[derive(Debug, Clone, PartialEq)]
 pub enum CheckKind {
+    /// Up if a TCP connect succeeds.
     Tcp,
+    /// An HTTP request; `tls` for https.
+    Http(HttpCheck),
+    /// The Galera clustercheck responder: HTTP, 200 = usable, body = reason.
+    Clustercheck(HttpCheck),
+    /// MySQL greeting, or login + Galera state with credentials.
+    Mysql(MysqlCheck),
+}
+
+impl CheckKind {
+    pub fn name(&self) -> &'static str {
+        match self {
+            CheckKind::Tcp => "tcp",
+            CheckKind::Http(h) if h.tls.is_some() => "https",
+            CheckKind::Http(_) => "http",
+            CheckKind::Clustercheck(_) => "clustercheck",
+            CheckKind::Mysql(_) => "mysql",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpCheck {
+    pub method: String,
+    pub path: String,
+    /// Host header; none is sent when unset (as HAProxy's bare `option httpchk`).
+    pub host: Option<String>,
+    pub headers: Vec<(String, String)>,
+    /// Accepted statuses; empty = any 2xx or 3xx.
+    pub expect: Vec<u16>,
+    pub expect_body: Option<String>,
+    pub tls: Option<TlsCheck>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TlsCheck {
+    /// Verify the server certificate against this CA bundle; `None` with `verify`
+    /// means the system's roots are not used either: a CA file is required to verify.
+    pub ca_file: Option<std::path::PathBuf>,
+    pub verify: bool,
+    /// SNI and verification name; defaults to `host`, else the address.
+    pub server_name: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct MysqlCheck {
+    pub user: Option<String>,
+    pub password: String,
+    /// A donor (state 2) counts as usable, as clustercheck's AVAILABLE_WHEN_DONOR=1.
+    pub available_when_donor: bool,
+    /// `read_only = ON` still counts as usable (clustercheck's default).
+    pub available_when_readonly: bool,
 }
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Check {
     pub kind: CheckKind,
+    /// Probe this port instead of the traffic port (clustercheck: 49000).
+    pub port: Option<u16>,
+    /// Probe this address instead of the server's.
+    pub address: Option<IpAddr>,
     pub interval: Duration,
+    /// Interval while a state change is pending.
+    pub fastinter: Duration,
+    /// Interval while the server is down.
+    pub downinter: Duration,
     /// Bound on one probe, connect included.
     pub timeout: Duration,
     pub rise: u32,
     pub fall: u32,
 }
 
+pub const DEFAULT_CLUSTERCHECK_PORT: u16 = 49000;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DEFAULT_RETRIES: u32 = 3;

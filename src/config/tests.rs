@@ -47,12 +47,11 @@ fn issue_example_loads_as_written() {
     assert_eq!(g.connect_timeout, Some(Duration::from_secs(5)));
     assert_eq!(g.retries, 3);
     let check = g.check.as_ref().unwrap();
-    assert_eq!(
-        (check.interval, check.rise, check.fall),
-        (Duration::from_secs(2), 2, 3)
-    );
+    assert_eq!((check.interval, check.rise, check.fall), (Duration::from_secs(2), 2, 3));
     assert_eq!(g.servers.len(), 2);
-    assert!(!g.servers[0].backup && g.servers[1].backup);
+    assert_eq!((g.servers[0].tier, g.servers[1].tier), (0, 1));
+    assert_eq!(g.on_down, OnDown::ShutdownSessions, "first defaults to shutdown-sessions");
+    assert_eq!(g.failback, Failback::Immediate);
     assert_eq!(g.servers[1].weight, 1);
 }
 
@@ -77,30 +76,11 @@ address = "127.0.0.1:1"
 backup = true
 "#;
     let p = problems(text);
-    assert!(
-        p.iter()
-            .any(|l| l.starts_with("t.toml:2:1: unknown key \"wokers\"")),
-        "{p:?}"
-    );
-    assert!(
-        p.iter().any(|l| l.starts_with("t.toml:5:8: bad address")),
-        "{p:?}"
-    );
-    assert!(
-        p.iter()
-            .any(|l| l.starts_with("t.toml:6:11: unknown balance")),
-        "{p:?}"
-    );
-    assert!(
-        p.iter()
-            .any(|l| l.starts_with("t.toml:7:18:") && l.contains("duration")),
-        "{p:?}"
-    );
-    assert!(
-        p.iter()
-            .any(|l| l.starts_with("t.toml:4:11:") && l.contains("backup")),
-        "{p:?}"
-    );
+    assert!(p.iter().any(|l| l.starts_with("t.toml:2:1: unknown key \"wokers\"")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:5:8: bad address")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:6:11: unknown balance")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:7:18:") && l.contains("duration")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:4:11:") && l.contains("backup")), "{p:?}");
 }
 
 #[test]
@@ -115,16 +95,8 @@ address = "127.0.0.1:1"
 bind = ["127.0.0.1:80"]
 "#;
     let p = problems(text);
-    assert!(
-        p.iter()
-            .any(|l| l.starts_with("t.toml:7:11:") && l.contains("no servers")),
-        "{p:?}"
-    );
-    assert!(
-        p.iter()
-            .any(|l| l.starts_with("t.toml:8:9:") && l.contains("already bound by service \"a\"")),
-        "{p:?}"
-    );
+    assert!(p.iter().any(|l| l.starts_with("t.toml:7:11:") && l.contains("no servers")), "{p:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:8:9:") && l.contains("already bound by service \"a\"")), "{p:?}");
 }
 
 #[test]
@@ -186,22 +158,10 @@ address = "127.0.0.1:1"
 source = "not-an-ip"
 "#;
     let p = problems(text);
-    assert!(
-        p.iter()
-            .any(|l| l.starts_with("t.toml:6:10:") && l.contains("weight")),
-        "{p:?}"
-    );
+    assert!(p.iter().any(|l| l.starts_with("t.toml:6:10:") && l.contains("weight")), "{p:?}");
     let dup = problems("[services.a]\nbind = \"[::1]:80\"\n[[services.a.servers]]\nname = \"x\"\naddress = \"[::1]:1\"\n[[services.a.servers]]\nname = \"x\"\naddress = \"[::1]:2\"\n");
-    assert!(
-        dup.iter()
-            .any(|l| l.starts_with("t.toml:6:") && l.contains("used twice")),
-        "{dup:?}"
-    );
-    assert!(
-        p.iter()
-            .any(|l| l.starts_with("t.toml:10:10:") && l.contains("bad address")),
-        "{p:?}"
-    );
+    assert!(dup.iter().any(|l| l.starts_with("t.toml:6:") && l.contains("used twice")), "{dup:?}");
+    assert!(p.iter().any(|l| l.starts_with("t.toml:10:10:") && l.contains("bad address")), "{p:?}");
 }
 
 #[test]

@@ -12,11 +12,12 @@ use std::time::Duration;
 use toml::de::{DeTable, DeValue};
 use toml::Spanned;
 
+use super::check::CheckFields;
 use super::duration::parse_duration;
 use super::model::*;
 
-type Key<'i> = Spanned<Cow<'i, str>>;
-type Val<'i> = Spanned<DeValue<'i>>;
+pub(super) type Key<'i> = Spanned<Cow<'i, str>>;
+pub(super) type Val<'i> = Spanned<DeValue<'i>>;
 
 /// One problem in a config file, at a byte offset of the source.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -38,18 +39,13 @@ pub fn validate(src: &str) -> Result<Config, Vec<Problem>> {
             .collect();
         return Err(sorted(problems));
     }
-    let mut v = Validator {
-        problems: Vec::new(),
-    };
+    let mut v = Validator { problems: Vec::new() };
     let config = v.root(root.get_ref());
     if v.problems.is_empty() {
         if let Some(config) = config {
             return Ok(config);
         }
-        v.problems.push(Problem {
-            offset: 0,
-            message: "configuration is incomplete".into(),
-        });
+        v.problems.push(Problem { offset: 0, message: "configuration is incomplete".into() });
     }
     Err(sorted(v.problems))
 }
@@ -59,7 +55,7 @@ fn sorted(mut p: Vec<Problem>) -> Vec<Problem> {
     p
 }
 
-struct Validator {
+pub(super) struct Validator {
     problems: Vec<Problem>,
 }
 
@@ -80,16 +76,11 @@ struct ServiceFields {
     keepalive_count: Option<u32>,
     source: Option<IpAddr>,
     check: Option<CheckFields>,
+    observe_errors: Option<u32>,
+    on_down: Option<OnDown>,
+    failback: Option<Failback>,
+    all_backups: Option<bool>,
     servers: Option<Vec<(Server, Range<usize>)>>,
-}
-
-#[derive(Default, Clone)]
-struct CheckFields {
-    kind: Option<CheckKind>,
-    interval: Option<Duration>,
-    timeout: Option<Duration>,
-    rise: Option<u32>,
-    fall: Option<u32>,
 }
 
 const SERVICE_KEYS: &[&str] = &[
@@ -106,25 +97,22 @@ const SERVICE_KEYS: &[&str] = &[
     "keepalive_count",
     "source",
     "check",
+    "observe_errors",
+    "on_down",
+    "failback",
+    "all_backups",
     "servers",
 ];
 
 impl Validator {
-    fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
-        self.problems.push(Problem {
-            offset: span.start,
-            message: message.into(),
-        });
+    pub(super) fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.problems.push(Problem { offset: span.start, message: message.into() });
     }
 
-    fn unknown(&mut self, key: &Key<'_>, section: &str, known: &[&str]) {
+    pub(super) fn unknown(&mut self, key: &Key<'_>, section: &str, known: &[&str]) {
         self.err(
             key.span(),
-            format!(
-                "unknown key \"{}\" in {section} (known keys: {})",
-                key.get_ref(),
-                known.join(", ")
-            ),
+            format!("unknown key \"{}\" in {section} (known keys: {})", key.get_ref(), known.join(", ")),
         );
     }
 
@@ -164,26 +152,15 @@ impl Validator {
                         }
                     }
                 }
-                _ => self.unknown(
-                    key,
-                    "the top level",
-                    &["global", "admin", "defaults", "services"],
-                ),
+                _ => self.unknown(key, "the top level", &["global", "admin", "defaults", "services"]),
             }
         }
         if !saw_services {
-            self.err(
-                0..0,
-                "no [services.NAME] section: there is nothing to balance",
-            );
+            self.err(0..0, "no [services.NAME] section: there is nothing to balance");
         }
         self.check_bind_conflicts(&services);
         let services = services.into_iter().map(|(s, _)| s).collect();
-        Some(Config {
-            global,
-            admin,
-            services,
-        })
+        Some(Config { global, admin, services })
     }
 
     fn global(&mut self, t: &DeTable<'_>) -> Global {
@@ -211,31 +188,19 @@ impl Validator {
         let mut bind = None;
         for (key, value) in t.iter() {
             match key.get_ref().as_ref() {
-                "bind" => {
-                    bind = self
-                        .string(key, value)
-                        .and_then(|s| self.bind_addr(&value.span(), s))
-                }
+                "bind" => bind = self.string(key, value).and_then(|s| self.bind_addr(&value.span(), s)),
                 _ => self.unknown(key, "[admin]", &["bind"]),
             }
         }
         bind.map(|bind| Admin { bind })
     }
 
-    fn service_fields(
-        &mut self,
-        t: &DeTable<'_>,
-        section: &str,
-        in_defaults: bool,
-    ) -> ServiceFields {
+    fn service_fields(&mut self, t: &DeTable<'_>, section: &str, in_defaults: bool) -> ServiceFields {
         let mut f = ServiceFields::default();
         for (key, value) in t.iter() {
             let k = key.get_ref().as_ref();
             if in_defaults && (k == "bind" || k == "servers") {
-                self.err(
-                    key.span(),
-                    format!("\"{k}\" belongs in a [services.NAME] section, not in [defaults]"),
-                );
+                self.err(key.span(), format!("\"{k}\" belongs in a [services.NAME] section, not in [defaults]"));
                 continue;
             }
             match k {
@@ -248,17 +213,11 @@ impl Validator {
                     f.mode = self.string(key, value).and_then(|s| match s {
                         "tcp" => Some(Mode::Tcp),
                         "http" => {
-                            self.err(
-                                value.span(),
-                                "mode \"http\" is not available in this version; use \"tcp\"",
-                            );
+                            self.err(value.span(), "mode \"http\" is not available in this version; use \"tcp\"");
                             None
                         }
                         other => {
-                            self.err(
-                                value.span(),
-                                format!("unknown mode \"{other}\" (expected \"tcp\")"),
-                            );
+                            self.err(value.span(), format!("unknown mode \"{other}\" (expected \"tcp\")"));
                             None
                         }
                     })
@@ -269,10 +228,7 @@ impl Validator {
                         if kind.is_none() {
                             self.err(
                                 value.span(),
-                                format!(
-                                    "unknown balance \"{s}\" (expected one of: {})",
-                                    BalanceKind::NAMES.join(", ")
-                                ),
+                                format!("unknown balance \"{s}\" (expected one of: {})", BalanceKind::NAMES.join(", ")),
                             );
                         }
                         kind
@@ -285,19 +241,44 @@ impl Validator {
                 "keepalive" => f.keepalive = self.boolean(key, value),
                 "keepalive_idle" => f.keepalive_idle = self.positive_duration(key, value),
                 "keepalive_interval" => f.keepalive_interval = self.positive_duration(key, value),
-                "keepalive_count" => {
-                    f.keepalive_count = self.integer(key, value, 1, 127).map(|n| n as u32)
-                }
-                "source" => {
-                    f.source = self
-                        .string(key, value)
-                        .and_then(|s| self.ip(&value.span(), s))
-                }
+                "keepalive_count" => f.keepalive_count = self.integer(key, value, 1, 127).map(|n| n as u32),
+                "source" => f.source = self.string(key, value).and_then(|s| self.ip(&value.span(), s)),
                 "check" => {
                     if let Some(ct) = self.table(key, value) {
                         f.check = Some(self.check_fields(ct, section));
                     }
                 }
+                "observe_errors" => f.observe_errors = self.integer(key, value, 0, 1000).map(|n| n as u32),
+                "on_down" => {
+                    f.on_down = self.string(key, value).and_then(|s| match s {
+                        "shutdown-sessions" => Some(OnDown::ShutdownSessions),
+                        "keep" | "none" => Some(OnDown::Keep),
+                        other => {
+                            self.err(
+                                value.span(),
+                                format!("unknown on_down \"{other}\" (expected \"shutdown-sessions\" or \"keep\")"),
+                            );
+                            None
+                        }
+                    })
+                }
+                "failback" => {
+                    f.failback = self.string(key, value).and_then(|s| match s {
+                        "immediate" => Some(Failback::Immediate),
+                        "never" => Some(Failback::Never),
+                        "drain" => Some(Failback::Drain),
+                        other => {
+                            self.err(
+                                value.span(),
+                                format!(
+                                    "unknown failback \"{other}\" (expected \"immediate\", \"never\" or \"drain\")"
+                                ),
+                            );
+                            None
+                        }
+                    })
+                }
+                "all_backups" => f.all_backups = self.boolean(key, value),
                 "servers" => f.servers = Some(self.servers(key, value)),
                 _ => self.unknown(key, section, SERVICE_KEYS),
             }
@@ -315,159 +296,92 @@ impl Validator {
         let t = self.table(name, body)?;
         let f = self.service_fields(t, &section, false);
         let svc_name = name.get_ref().to_string();
-        if svc_name.is_empty()
-            || !svc_name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c))
-        {
+        if svc_name.is_empty() || !svc_name.chars().all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c)) {
             self.err(
                 name.span(),
-                format!(
-                    "service name \"{svc_name}\" may only use letters, digits, '-', '_' and '.'"
-                ),
+                format!("service name \"{svc_name}\" may only use letters, digits, '-', '_' and '.'"),
             );
         }
-        let binds = f
-            .binds
-            .clone()
-            .or_else(|| defaults.binds.clone())
-            .unwrap_or_default();
+        let binds = f.binds.clone().or_else(|| defaults.binds.clone()).unwrap_or_default();
         if binds.is_empty() && f.binds.is_none() {
-            self.err(
-                name.span(),
-                format!("service \"{svc_name}\" has no bind (add bind = [\"IP:PORT\"])"),
-            );
+            self.err(name.span(), format!("service \"{svc_name}\" has no bind (add bind = [\"IP:PORT\"])"));
         }
         let servers = f.servers.clone().unwrap_or_default();
         if servers.is_empty() {
             self.err(
                 name.span(),
-                format!(
-                    "service \"{svc_name}\" has no servers (add [[services.{svc_name}.servers]])"
-                ),
+                format!("service \"{svc_name}\" has no servers (add [[services.{svc_name}.servers]])"),
             );
-        } else if servers.iter().all(|(s, _)| s.backup) {
+        } else if servers.iter().all(|(s, _)| s.is_backup()) {
             self.err(
                 name.span(),
-                format!("every server of service \"{svc_name}\" is backup = true: at least one must be active"),
+                format!(
+                    "every server of service \"{svc_name}\" is backup = true (or tier > 0): at least one must be in tier 0"
+                ),
             );
         }
         for (i, (s, span)) in servers.iter().enumerate() {
             if servers[..i].iter().any(|(o, _)| o.name == s.name) {
-                self.err(
-                    span.clone(),
-                    format!(
-                        "server name \"{}\" is used twice in service \"{svc_name}\"",
-                        s.name
-                    ),
-                );
+                self.err(span.clone(), format!("server name \"{}\" is used twice in service \"{svc_name}\"", s.name));
             }
         }
         let ka = Keepalive::default();
         let keepalive = Keepalive {
             enabled: f.keepalive.or(defaults.keepalive).unwrap_or(ka.enabled),
-            idle: f
-                .keepalive_idle
-                .or(defaults.keepalive_idle)
-                .unwrap_or(ka.idle),
-            interval: f
-                .keepalive_interval
-                .or(defaults.keepalive_interval)
-                .unwrap_or(ka.interval),
-            count: f
-                .keepalive_count
-                .or(defaults.keepalive_count)
-                .unwrap_or(ka.count),
+            idle: f.keepalive_idle.or(defaults.keepalive_idle).unwrap_or(ka.idle),
+            interval: f.keepalive_interval.or(defaults.keepalive_interval).unwrap_or(ka.interval),
+            count: f.keepalive_count.or(defaults.keepalive_count).unwrap_or(ka.count),
         };
-        let connect_timeout = f
-            .connect_timeout
-            .or(defaults.connect_timeout)
-            .unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT));
+        let connect_timeout = f.connect_timeout.or(defaults.connect_timeout).unwrap_or(Some(DEFAULT_CONNECT_TIMEOUT));
         let check = match (&defaults.check, &f.check) {
             (None, None) => None,
-            (d, s) => {
-                let d = d.clone().unwrap_or_default();
-                let s = s.clone().unwrap_or_default();
-                let interval = s.interval.or(d.interval).unwrap_or(DEFAULT_CHECK_INTERVAL);
-                Some(Check {
-                    kind: s.kind.or(d.kind).unwrap_or(CheckKind::Tcp),
-                    interval,
-                    // As HAProxy without `timeout check`: a probe may take up to one interval.
-                    timeout: s.timeout.or(d.timeout).unwrap_or(interval),
-                    rise: s.rise.or(d.rise).unwrap_or(DEFAULT_RISE),
-                    fall: s.fall.or(d.fall).unwrap_or(DEFAULT_FALL),
-                })
+            (d, own) => {
+                let merged = d.clone().unwrap_or_default().merged(&own.clone().unwrap_or_default());
+                self.finish_check(&merged, name.span())
             }
         };
+        let balance = f.balance.or(defaults.balance).unwrap_or(BalanceKind::RoundRobin);
+        let observe_errors = f.observe_errors.or(defaults.observe_errors).filter(|&n| n > 0);
+        if observe_errors.is_some() && check.is_none() && f.check.is_none() && defaults.check.is_none() {
+            self.err(
+                name.span(),
+                format!(
+                    "service \"{svc_name}\" sets observe_errors but has no check: nothing would bring a server back"
+                ),
+            );
+        }
+        // A single writer must not keep sessions on a node that was marked down.
+        let default_on_down = if balance == BalanceKind::First { OnDown::ShutdownSessions } else { OnDown::Keep };
         let svc = Service {
             name: svc_name,
             binds,
             mode: f.mode.or(defaults.mode).unwrap_or(Mode::Tcp),
-            balance: f
-                .balance
-                .or(defaults.balance)
-                .unwrap_or(BalanceKind::RoundRobin),
+            balance,
             connect_timeout,
-            client_timeout: f
-                .client_timeout
-                .or(defaults.client_timeout)
-                .unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
-            server_timeout: f
-                .server_timeout
-                .or(defaults.server_timeout)
-                .unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
+            client_timeout: f.client_timeout.or(defaults.client_timeout).unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
+            server_timeout: f.server_timeout.or(defaults.server_timeout).unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
             retries: f.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
             keepalive,
             source: f.source.or(defaults.source),
             check,
+            observe_errors,
+            on_down: f.on_down.or(defaults.on_down).unwrap_or(default_on_down),
+            failback: f.failback.or(defaults.failback).unwrap_or(Failback::Immediate),
+            all_backups: f.all_backups.or(defaults.all_backups).unwrap_or(false),
             servers: servers.into_iter().map(|(s, _)| s).collect(),
         };
-        let spans = if f.bind_spans.is_empty() {
-            vec![name.span(); svc.binds.len()]
-        } else {
-            f.bind_spans
-        };
+        let spans = if f.bind_spans.is_empty() { vec![name.span(); svc.binds.len()] } else { f.bind_spans };
         Some((svc, spans))
-    }
-
-    fn check_fields(&mut self, t: &DeTable<'_>, section: &str) -> CheckFields {
-        let mut c = CheckFields::default();
-        for (key, value) in t.iter() {
-            match key.get_ref().as_ref() {
-                "kind" => {
-                    c.kind = self.string(key, value).and_then(|s| match s {
-                        "tcp" => Some(CheckKind::Tcp),
-                        other => {
-                            self.err(value.span(), format!("check kind \"{other}\" is not available in this version (supported: tcp)"));
-                            None
-                        }
-                    })
-                }
-                "interval" => c.interval = self.positive_duration(key, value),
-                "timeout" => c.timeout = self.positive_duration(key, value),
-                "rise" => c.rise = self.integer(key, value, 1, 1000).map(|n| n as u32),
-                "fall" => c.fall = self.integer(key, value, 1, 1000).map(|n| n as u32),
-                _ => self.unknown(key, &format!("{section} check"), &["kind", "interval", "timeout", "rise", "fall"]),
-            }
-        }
-        c
     }
 
     fn servers(&mut self, key: &Key<'_>, value: &Val<'_>) -> Vec<(Server, Range<usize>)> {
         let DeValue::Array(items) = value.get_ref() else {
-            self.err(
-                value.span(),
-                "\"servers\" must be an array of tables ([[services.NAME.servers]])",
-            );
+            self.err(value.span(), "\"servers\" must be an array of tables ([[services.NAME.servers]])");
             return Vec::new();
         };
         let mut out = Vec::new();
         for item in items.iter() {
-            let span = if item.span().is_empty() {
-                key.span()
-            } else {
-                item.span()
-            };
+            let span = if item.span().is_empty() { key.span() } else { item.span() };
             let DeValue::Table(t) = item.get_ref() else {
                 self.err(span, "each server must be a table with name and address");
                 continue;
@@ -480,8 +394,9 @@ impl Validator {
     }
 
     fn server(&mut self, t: &DeTable<'_>, span: Range<usize>) -> Option<Server> {
-        let (mut name, mut address, mut weight, mut backup, mut source) =
-            (None, None, 1, false, None);
+        const KEYS: &[&str] = &["name", "address", "weight", "backup", "tier", "source", "check_port", "check_address"];
+        let (mut name, mut address, mut weight, mut source) = (None, None, 1, None);
+        let (mut backup, mut tier, mut check_port, mut check_address) = (None, None, None, None);
         let mut ok = true;
         for (key, value) in t.iter() {
             match key.get_ref().as_ref() {
@@ -491,28 +406,28 @@ impl Validator {
                         self.err(value.span(), "server name must not be empty");
                     }
                 }
-                "address" => {
-                    address = self
-                        .string(key, value)
-                        .and_then(|s| self.server_addr(&value.span(), s))
-                }
+                "address" => address = self.string(key, value).and_then(|s| self.server_addr(&value.span(), s)),
                 "weight" => match self.integer(key, value, 0, MAX_WEIGHT as i64) {
                     Some(w) => weight = w as u32,
                     None => ok = false,
                 },
-                "backup" => backup = self.boolean(key, value).unwrap_or(false),
-                "source" => {
-                    source = self
-                        .string(key, value)
-                        .and_then(|s| self.ip(&value.span(), s))
-                }
-                _ => self.unknown(
-                    key,
-                    "a server",
-                    &["name", "address", "weight", "backup", "source"],
-                ),
+                "backup" => backup = self.boolean(key, value).map(|b| (b, value.span())),
+                "tier" => tier = self.integer(key, value, 0, 100).map(|n| (n as u32, value.span())),
+                "source" => source = self.string(key, value).and_then(|s| self.ip(&value.span(), s)),
+                "check_port" => check_port = self.integer(key, value, 1, 65535).map(|n| n as u16),
+                "check_address" => check_address = self.string(key, value).and_then(|s| self.ip(&value.span(), s)),
+                _ => self.unknown(key, "a server", KEYS),
             }
         }
+        let tier = match (backup, tier) {
+            (Some((true, _)), Some((0, span))) => {
+                self.err(span, "tier = 0 contradicts backup = true (backup means tier 1)");
+                1
+            }
+            (_, Some((t, _))) => t,
+            (Some((true, _)), None) => 1,
+            _ => 0,
+        };
         let Some(name) = name else {
             self.err(span, "server has no name");
             return None;
@@ -523,13 +438,7 @@ impl Validator {
             }
             return None;
         };
-        ok.then_some(Server {
-            name,
-            address,
-            weight,
-            backup,
-            source,
-        })
+        ok.then_some(Server { name, address, weight, tier, source, check_port, check_address })
     }
 
     fn binds(&mut self, key: &Key<'_>, value: &Val<'_>) -> (Vec<SocketAddr>, Vec<Range<usize>>) {
@@ -562,13 +471,7 @@ impl Validator {
                     }
                 }
             }
-            _ => self.err(
-                value.span(),
-                format!(
-                    "\"{}\" must be a string or an array of strings",
-                    key.get_ref()
-                ),
-            ),
+            _ => self.err(value.span(), format!("\"{}\" must be a string or an array of strings", key.get_ref())),
         }
         (addrs, spans)
     }
@@ -582,9 +485,7 @@ impl Validator {
                     let msg = if other == addr {
                         format!("bind {addr} is already bound by service \"{owner}\"")
                     } else {
-                        format!(
-                            "bind {addr} overlaps {other}, already bound by service \"{owner}\""
-                        )
+                        format!("bind {addr} overlaps {other}, already bound by service \"{owner}\"")
                     };
                     self.err(span.clone(), msg);
                 } else {
@@ -596,87 +497,58 @@ impl Validator {
 
     // ---- typed value helpers: each reports its own problem and returns None ----
 
-    fn table<'a, 'i>(&mut self, key: &Key<'_>, value: &'a Val<'i>) -> Option<&'a DeTable<'i>> {
+    pub(super) fn table<'a, 'i>(&mut self, key: &Key<'_>, value: &'a Val<'i>) -> Option<&'a DeTable<'i>> {
         match value.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
-                self.err(
-                    value.span(),
-                    format!(
-                        "\"{}\" must be a table, not {}",
-                        key.get_ref(),
-                        other.type_str()
-                    ),
-                );
+                self.err(value.span(), format!("\"{}\" must be a table, not {}", key.get_ref(), other.type_str()));
                 None
             }
         }
     }
 
-    fn string<'a>(&mut self, key: &Key<'_>, value: &'a Val<'_>) -> Option<&'a str> {
+    pub(super) fn string<'a>(&mut self, key: &Key<'_>, value: &'a Val<'_>) -> Option<&'a str> {
         match value.get_ref() {
             DeValue::String(s) => Some(s.as_ref()),
             other => {
-                self.err(
-                    value.span(),
-                    format!(
-                        "\"{}\" must be a string, not {}",
-                        key.get_ref(),
-                        other.type_str()
-                    ),
-                );
+                self.err(value.span(), format!("\"{}\" must be a string, not {}", key.get_ref(), other.type_str()));
                 None
             }
         }
     }
 
-    fn boolean(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<bool> {
+    pub(super) fn boolean(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<bool> {
         match value.get_ref() {
             DeValue::Boolean(b) => Some(*b),
             other => {
                 self.err(
                     value.span(),
-                    format!(
-                        "\"{}\" must be true or false, not {}",
-                        key.get_ref(),
-                        other.type_str()
-                    ),
+                    format!("\"{}\" must be true or false, not {}", key.get_ref(), other.type_str()),
                 );
                 None
             }
         }
     }
 
-    fn integer(&mut self, key: &Key<'_>, value: &Val<'_>, min: i64, max: i64) -> Option<i64> {
+    pub(super) fn integer(&mut self, key: &Key<'_>, value: &Val<'_>, min: i64, max: i64) -> Option<i64> {
         let parsed = match value.get_ref() {
-            DeValue::Integer(i) => {
-                i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok()
-            }
+            DeValue::Integer(i) => i64::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok(),
             _ => None,
         };
         match parsed {
             Some(n) if (min..=max).contains(&n) => Some(n),
             _ => {
-                self.err(
-                    value.span(),
-                    format!(
-                        "\"{}\" must be a whole number from {min} to {max}",
-                        key.get_ref()
-                    ),
-                );
+                self.err(value.span(), format!("\"{}\" must be a whole number from {min} to {max}", key.get_ref()));
                 None
             }
         }
     }
 
-    fn duration(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Duration> {
+    pub(super) fn duration(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Duration> {
         let DeValue::String(s) = value.get_ref() else {
             self.err(
                 value.span(),
-                format!(
-                    "\"{}\" must be a duration string such as \"5s\" or \"500ms\"",
-                    key.get_ref()
-                ),
+                format!("\"{}\" must be a duration string such as \"5s\" or \"500ms\"", key.get_ref()),
             );
             return None;
         };
@@ -690,31 +562,24 @@ impl Validator {
     }
 
     /// A timeout: `"0"` means none.
-    fn timeout(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Option<Duration>> {
-        self.duration(key, value)
-            .map(|d| (!d.is_zero()).then_some(d))
+    pub(super) fn timeout(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Option<Duration>> {
+        self.duration(key, value).map(|d| (!d.is_zero()).then_some(d))
     }
 
-    fn positive_duration(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Duration> {
+    pub(super) fn positive_duration(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Duration> {
         let d = self.duration(key, value)?;
         if d.is_zero() {
-            self.err(
-                value.span(),
-                format!("\"{}\" must be a duration above zero", key.get_ref()),
-            );
+            self.err(value.span(), format!("\"{}\" must be a duration above zero", key.get_ref()));
             return None;
         }
         Some(d)
     }
 
-    fn ip(&mut self, span: &Range<usize>, s: &str) -> Option<IpAddr> {
+    pub(super) fn ip(&mut self, span: &Range<usize>, s: &str) -> Option<IpAddr> {
         match s.trim_start_matches('[').trim_end_matches(']').parse() {
             Ok(ip) => Some(ip),
             Err(_) => {
-                self.err(
-                    span.clone(),
-                    format!("bad address \"{s}\": expected an IP address such as 10.0.0.5"),
-                );
+                self.err(span.clone(), format!("bad address \"{s}\": expected an IP address such as 10.0.0.5"));
                 None
             }
         }
@@ -749,14 +614,9 @@ pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
         return Ok(SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port));
     }
     if let Some(port) = s.strip_prefix("[::]:") {
-        return Ok(SocketAddr::new(
-            IpAddr::V6(Ipv6Addr::UNSPECIFIED),
-            parse_port(port)?,
-        ));
+        return Ok(SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), parse_port(port)?));
     }
-    let addr: SocketAddr = s
-        .parse()
-        .map_err(|_| "expected IP:PORT, [IPv6]:PORT or *:PORT".to_string())?;
+    let addr: SocketAddr = s.parse().map_err(|_| "expected IP:PORT, [IPv6]:PORT or *:PORT".to_string())?;
     if addr.port() == 0 {
         return Err("port 0 is not a port one can connect to".into());
     }
@@ -779,12 +639,8 @@ pub fn parse_server_addr(s: &str) -> Result<SocketAddr, String> {
         return Err("expected IP:PORT, [IPv6]:PORT or HOST:PORT".into());
     }
     let port = parse_port(port)?;
-    let mut addrs = (host, port)
-        .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve \"{host}\": {e}"))?;
-    addrs
-        .next()
-        .ok_or_else(|| format!("\"{host}\" resolves to no address"))
+    let mut addrs = (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve \"{host}\": {e}"))?;
+    addrs.next().ok_or_else(|| format!("\"{host}\" resolves to no address"))
 }
 
 fn parse_port(p: &str) -> Result<u16, String> {
@@ -800,7 +656,5 @@ fn binds_overlap(a: SocketAddr, b: SocketAddr) -> bool {
     if a == b {
         return true;
     }
-    a.port() == b.port()
-        && a.is_ipv4() == b.is_ipv4()
-        && (a.ip().is_unspecified() || b.ip().is_unspecified())
+    a.port() == b.port() && a.is_ipv4() == b.is_ipv4() && (a.ip().is_unspecified() || b.ip().is_unspecified())
 }

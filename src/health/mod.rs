@@ -1,26 +1,51 @@
-//! Active health checking: one task per checked server probes it on its interval and
-//! feeds the result to the rise/fall [`state`] machine, which flips the server's `up`
-//! flag that the balancer reads.
+//! Health checking: one task per checked server probes it on its schedule and feeds the
+//! result to the rise/fall [`state`] machine, which sets the server's health that the
+//! balancer reads. Probes are one [`probe::Probe`] trait with a file per kind.
 
+mod clustercheck;
+pub mod http;
+mod mysql;
+mod probe;
 pub mod state;
 mod tcp;
 
+use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
-use tokio::time::{sleep, Instant};
-use tracing::{debug, info, warn};
+use tokio::time::{sleep, timeout, Instant};
+use tracing::{info, warn};
 
-use crate::config::{Check, CheckKind};
-use crate::runtime::Server;
+pub use probe::{Probe, Target, Verdict};
+
+use crate::config::{Check, CheckKind, OnDown};
+use crate::runtime::{Health, ProbeResult, Server};
 use state::{HealthState, Transition};
 
-/// Run one probe of `server` according to `check`.
-async fn probe(check: &Check, server: &Server) -> Result<(), String> {
-    match check.kind {
-        CheckKind::Tcp => tcp::probe(server.address, server.source, check.timeout).await,
+/// The probe for a check kind; fails only on TLS settings (unreadable CA file).
+pub fn build_probe(kind: &CheckKind, timeout: Duration) -> Result<Arc<dyn Probe>, String> {
+    Ok(match kind {
+        CheckKind::Tcp => Arc::new(tcp::TcpProbe),
+        CheckKind::Http(h) => Arc::new(http::HttpProbe::new(h, false)?),
+        CheckKind::Clustercheck(h) => Arc::new(clustercheck::ClustercheckProbe::new(h)?),
+        CheckKind::Mysql(m) => Arc::new(mysql::MysqlProbe::new(m, timeout)),
+    })
+}
+
+/// Where a server is probed: its own overrides, then the check's, then the traffic address.
+pub fn target(check: &Check, server: &Server) -> Target {
+    let ip = server.check_address.or(check.address).unwrap_or(server.address.ip());
+    let port = server.check_port.or(check.port).unwrap_or(server.address.port());
+    Target { addr: SocketAddr::new(ip, port), source: server.source }
+}
+
+/// Run one probe, bounded by the check's timeout.
+pub async fn probe_once(probe: &dyn Probe, check: &Check, target: &Target) -> Verdict {
+    match timeout(check.timeout, probe.probe(target)).await {
+        Ok(v) => v,
+        Err(_) => Err(format!("{} check of {} timed out after {:?}", check.kind.name(), target.addr, check.timeout)),
     }
 }
 
@@ -29,69 +54,111 @@ async fn probe(check: &Check, server: &Server) -> Result<(), String> {
 pub fn spawn_checks(
     service: &str,
     check: &Check,
+    on_down: OnDown,
     servers: &[Arc<Server>],
-) -> (Vec<JoinHandle<()>>, Vec<oneshot::Receiver<()>>) {
+) -> Result<(Vec<JoinHandle<()>>, Vec<oneshot::Receiver<()>>), String> {
+    let probe = build_probe(&check.kind, check.timeout)?;
     let n = servers.len().max(1) as u32;
     let mut tasks = Vec::with_capacity(servers.len());
     let mut first = Vec::with_capacity(servers.len());
     for (i, server) in servers.iter().enumerate() {
         let (tx, rx) = oneshot::channel();
-        // Spread the servers' phases over the interval so probes never go out in one burst.
-        let phase = check.interval * i as u32 / n;
-        let task = tokio::spawn(check_loop(
-            service.to_string(),
-            check.clone(),
-            Arc::clone(server),
-            phase,
-            tx,
-        ));
-        tasks.push(task);
+        let job = CheckJob {
+            service: service.to_string(),
+            check: check.clone(),
+            on_down,
+            probe: Arc::clone(&probe),
+            server: Arc::clone(server),
+            // Spread the servers' phases over the interval so probes never go out in one burst.
+            phase: check.interval * i as u32 / n,
+        };
+        tasks.push(tokio::spawn(job.run(tx)));
         first.push(rx);
     }
-    (tasks, first)
+    Ok((tasks, first))
 }
 
-async fn check_loop(
+struct CheckJob {
     service: String,
     check: Check,
+    on_down: OnDown,
+    probe: Arc<dyn Probe>,
     server: Arc<Server>,
     phase: Duration,
-    first: oneshot::Sender<()>,
-) {
-    let mut state = HealthState::new(check.rise, check.fall);
-    let mut first = Some(first);
-    let mut delay = Duration::ZERO;
-    loop {
-        if !delay.is_zero() {
-            sleep(delay).await;
-        }
-        let started = Instant::now();
-        let result = probe(&check, &server).await;
-        let took = started.elapsed();
-        let ok = result.is_ok();
-        match state.observe(ok) {
-            Some(Transition::WentUp) => {
-                server.set_up(true);
-                info!(service = %service, server = %server.name, took_ms = took.as_millis() as u64, "server is UP");
-            }
-            Some(Transition::WentDown) => {
-                server.set_up(false);
-                let reason = result.as_ref().err().map(String::as_str).unwrap_or("");
-                warn!(service = %service, server = %server.name, reason = %reason, "server is DOWN");
-            }
-            None => {
-                if let Err(reason) = &result {
-                    debug!(service = %service, server = %server.name, reason = %reason, "probe failed");
+}
+
+impl CheckJob {
+    async fn run(self, first: oneshot::Sender<()>) {
+        let target = target(&self.check, &self.server);
+        let mut state = HealthState::new(self.check.rise, self.check.fall);
+        let mut first = Some(first);
+        let mut delay = Duration::ZERO;
+        loop {
+            if !delay.is_zero() {
+                // Passive health can cut the wait short: probe now to confirm.
+                tokio::select! {
+                    _ = sleep(delay) => {}
+                    _ = self.server.recheck.notified() => {}
                 }
             }
+            if self.server.take_passive_down() && state.is_up() {
+                state.force_down();
+            }
+            let started = Instant::now();
+            let verdict = probe_once(self.probe.as_ref(), &self.check, &target).await;
+            let took = started.elapsed();
+            self.apply(&mut state, verdict, took);
+
+            // fastinter while a change is pending, downinter while down, else interval;
+            // ±5 % jitter keeps servers from drifting back into lockstep. The probe's own
+            // duration counts against the wait, which never drops below 10 %.
+            let base = if state.transitioning() {
+                self.check.fastinter
+            } else if !state.is_up() {
+                self.check.downinter
+            } else {
+                self.check.interval
+            };
+            delay = base.mul_f64(jitter()).saturating_sub(took).max(base / 10);
+            if let Some(tx) = first.take() {
+                let _ = tx.send(());
+                delay += self.phase;
+            }
         }
-        // ±5 % jitter keeps servers from drifting back into lockstep; the probe's own
-        // duration counts against the interval, but never shortens the wait below 10 %.
-        let base = check.interval.mul_f64(jitter());
-        delay = base.saturating_sub(took).max(check.interval / 10);
-        if let Some(tx) = first.take() {
-            let _ = tx.send(());
-            delay += phase;
+    }
+
+    fn apply(&self, state: &mut HealthState, verdict: Verdict, took: Duration) {
+        let ok = verdict.is_ok();
+        let reason = match &verdict {
+            Ok(detail) => detail.clone(),
+            Err(reason) => reason.clone(),
+        };
+        self.server.record_probe(ProbeResult { ok, reason: reason.clone(), duration: took, at: SystemTime::now() });
+        let before = self.server.health();
+        let transition = state.observe(ok);
+        let now = match (state.is_up(), state.transitioning()) {
+            (true, false) => Health::Up,
+            (true, true) => Health::GoingDown,
+            (false, true) => Health::GoingUp,
+            (false, false) => Health::Down,
+        };
+        self.server.set_health(now);
+        let (svc, srv, ms) = (&self.service, &self.server.name, took.as_millis() as u64);
+        match transition {
+            Some(Transition::WentUp) => {
+                info!(service = %svc, server = %srv, reason = %reason, took_ms = ms, "server is UP")
+            }
+            Some(Transition::WentDown) => {
+                warn!(service = %svc, server = %srv, reason = %reason, took_ms = ms, "server is DOWN");
+                if self.on_down == OnDown::ShutdownSessions && self.server.active() > 0 {
+                    warn!(service = %svc, server = %srv, sessions = self.server.active(), "closing the sessions of a server marked down");
+                    self.server.shutdown_sessions();
+                }
+            }
+            None if now != before => {
+                info!(service = %svc, server = %srv, reason = %reason, took_ms = ms, state = %self.server.state(), "server state changed")
+            }
+            None => {}
         }
     }
 }

@@ -26,11 +26,7 @@ pub struct HealthState {
 
 impl HealthState {
     pub fn new(rise: u32, fall: u32) -> Self {
-        HealthState {
-            rise: rise.max(1),
-            fall: fall.max(1),
-            health: None,
-        }
+        HealthState { rise: rise.max(1), fall: fall.max(1), health: None }
     }
 
     fn top(&self) -> u32 {
@@ -54,6 +50,11 @@ impl HealthState {
         }
     }
 
+    /// Passive health marked the server down: it needs `rise` successes to come back.
+    pub fn force_down(&mut self) {
+        self.health = Some(0);
+    }
+
     /// Feed one probe result; returns the transition it caused, if any.
     /// The first result always reports a transition so the caller logs the initial state.
     pub fn observe(&mut self, ok: bool) -> Option<Transition> {
@@ -61,11 +62,7 @@ impl HealthState {
         let next = match self.health {
             None => {
                 self.health = Some(if ok { self.top() } else { 0 });
-                return Some(if ok {
-                    Transition::WentUp
-                } else {
-                    Transition::WentDown
-                });
+                return Some(if ok { Transition::WentUp } else { Transition::WentDown });
             }
             // Reaching `rise` jumps to the top, so an up server always has `fall` to spend.
             Some(h) if ok => {
@@ -153,10 +150,7 @@ mod tests {
                             if up != p {
                                 assert!(t.is_some());
                                 let need = if up { rise } else { fall };
-                                assert!(
-                                    streak >= need,
-                                    "rise={rise} fall={fall} seq={seq:?} at {n}"
-                                );
+                                assert!(streak >= need, "rise={rise} fall={fall} seq={seq:?} at {n}");
                                 assert_eq!(up, ok);
                             } else {
                                 assert!(t.is_none());

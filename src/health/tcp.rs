@@ -1,28 +1,23 @@
 //! `kind = "tcp"`: the server is up if a TCP connect succeeds.
 //!
 //! The connection is reset (SO_LINGER 0) the moment it is established: no byte is read or
-//! written, so a MySQL server never gets a half-done handshake to count against
-//! `max_connect_errors` for the balancer's address.
+//! written and no TIME_WAIT is left. MariaDB still counts a share of such probes as
+//! handshake errors (when its address lookup wins the race with the reset; see
+//! tests/mariadb.rs), so MySQL ports want the `mysql` or `clustercheck` kinds instead.
 
-use std::io;
-use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
-
+use super::probe::{Probe, ProbeFuture, Target};
 use crate::net;
 
-pub async fn probe(
-    addr: SocketAddr,
-    source: Option<IpAddr>,
-    timeout: Duration,
-) -> Result<(), String> {
-    match net::connect(addr, source, Some(timeout)).await {
-        Ok(stream) => {
+pub struct TcpProbe;
+
+impl Probe for TcpProbe {
+    fn probe<'a>(&'a self, target: &'a Target) -> ProbeFuture<'a> {
+        Box::pin(async move {
+            let stream = net::connect(target.addr, target.source, None)
+                .await
+                .map_err(|e| format!("tcp connect to {}: {e}", target.addr))?;
             net::abort(stream);
-            Ok(())
-        }
-        Err(e) if e.kind() == io::ErrorKind::TimedOut => {
-            Err(format!("tcp connect to {addr} timed out"))
-        }
-        Err(e) => Err(format!("tcp connect to {addr} failed: {e}")),
+            Ok("tcp connect ok".to_string())
+        })
     }
 }

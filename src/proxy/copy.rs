@@ -12,8 +12,7 @@ thread_local! {
 }
 
 pub fn take() -> Box<[u8]> {
-    POOL.with(|p| p.borrow_mut().pop())
-        .unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
+    POOL.with(|p| p.borrow_mut().pop()).unwrap_or_else(|| vec![0u8; BUF_SIZE].into_boxed_slice())
 }
 
 pub fn give(buf: Box<[u8]>) {

@@ -12,7 +12,6 @@ use std::time::Duration;
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::{sleep_until, Instant};
 
 use super::copy;
@@ -26,6 +25,8 @@ pub enum End {
     ServerTimeout,
     ConnectFailure,
     Shutdown,
+    /// The server's sessions were shut down (marked down, or failback drain).
+    Killed,
 }
 
 impl End {
@@ -37,6 +38,7 @@ impl End {
             End::ServerTimeout => "server_timeout",
             End::ConnectFailure => "connect_failure",
             End::Shutdown => "shutdown",
+            End::Killed => "killed",
         }
     }
 }
@@ -74,8 +76,7 @@ struct Activity {
 
 impl Activity {
     fn touch(&self) {
-        self.last_ms
-            .store(self.start.elapsed().as_millis() as u64, Relaxed);
+        self.last_ms.store(self.start.elapsed().as_millis() as u64, Relaxed);
     }
 }
 
@@ -91,12 +92,14 @@ enum Dir {
     ServerToClient,
 }
 
+/// Forward until the connection is over; `stop` ends it early with the `End` it yields
+/// (shutdown grace over, the server's sessions shut down).
 pub async fn forward(
     client: &TcpStream,
     server: &TcpStream,
     timeouts: Timeouts,
     use_splice: bool,
-    mut shutdown: watch::Receiver<bool>,
+    stop: impl std::future::Future<Output = End>,
 ) -> Outcome {
     let act = Activity {
         start: Instant::now(),
@@ -106,7 +109,7 @@ pub async fn forward(
     };
     let c2s = direction(client, server, Dir::ClientToServer, use_splice, &act);
     let s2c = direction(server, client, Dir::ServerToClient, use_splice, &act);
-    tokio::pin!(c2s, s2c);
+    tokio::pin!(c2s, s2c, stop);
     let (mut c2s_open, mut s2c_open) = (true, true);
     let mut first_close: Option<End> = None;
     let mut error = None;
@@ -137,18 +140,13 @@ pub async fn forward(
                 }
             }
             end = idle(&act, timeouts, c2s_open, s2c_open) => break end,
-            _ = shutdown.wait_for(|closing| *closing) => break End::Shutdown,
+            end = &mut stop => break end,
         }
         if !c2s_open && !s2c_open {
             break first_close.unwrap_or(End::ClientClose);
         }
     };
-    Outcome {
-        bytes_in: act.bytes_in.load(Relaxed),
-        bytes_out: act.bytes_out.load(Relaxed),
-        end,
-        error,
-    }
+    Outcome { bytes_in: act.bytes_in.load(Relaxed), bytes_out: act.bytes_out.load(Relaxed), end, error }
 }
 
 /// Resolves when the connection has been idle too long, naming the side to blame.
@@ -177,13 +175,7 @@ async fn idle(act: &Activity, t: Timeouts, c2s_open: bool, s2c_open: bool) -> En
     }
 }
 
-async fn direction(
-    src: &TcpStream,
-    dst: &TcpStream,
-    dir: Dir,
-    use_splice: bool,
-    act: &Activity,
-) -> Result<(), Fail> {
+async fn direction(src: &TcpStream, dst: &TcpStream, dir: Dir, use_splice: bool, act: &Activity) -> Result<(), Fail> {
     let counter = match dir {
         Dir::ClientToServer => &act.bytes_in,
         Dir::ServerToClient => &act.bytes_out,
@@ -208,12 +200,7 @@ enum SpliceEnd {
 }
 
 #[cfg(target_os = "linux")]
-async fn splice_loop(
-    src: &TcpStream,
-    dst: &TcpStream,
-    counter: &AtomicU64,
-    act: &Activity,
-) -> SpliceEnd {
+async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &Activity) -> SpliceEnd {
     use super::splice;
     use std::os::fd::AsRawFd;
     let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
@@ -264,12 +251,7 @@ async fn splice_loop(
     }
 }
 
-async fn copy_loop(
-    src: &TcpStream,
-    dst: &TcpStream,
-    counter: &AtomicU64,
-    act: &Activity,
-) -> Result<(), Fail> {
+async fn copy_loop(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &Activity) -> Result<(), Fail> {
     loop {
         src.readable().await.map_err(Fail::Src)?;
         if !copy_chunk(src, dst, counter, act).await? {
@@ -279,12 +261,7 @@ async fn copy_loop(
 }
 
 /// Copy what `src` has ready. Ok(false) at EOF. Takes a buffer only once data is there.
-async fn copy_chunk(
-    src: &TcpStream,
-    dst: &TcpStream,
-    counter: &AtomicU64,
-    act: &Activity,
-) -> Result<bool, Fail> {
+async fn copy_chunk(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &Activity) -> Result<bool, Fail> {
     let mut buf = copy::take();
     let n = match src.try_read(&mut buf) {
         Ok(0) => {
@@ -310,9 +287,7 @@ async fn copy_chunk(
                 counter.fetch_add(w as u64, Relaxed);
                 act.touch();
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                dst.writable().await.map_err(Fail::Dst)?
-            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await.map_err(Fail::Dst)?,
             Err(e) => return Err(Fail::Dst(e)),
         }
     }

@@ -46,12 +46,7 @@ impl Pipe {
         }
         // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
         let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        Ok(Pipe {
-            read,
-            write,
-            pending: 0,
-            lent: false,
-        })
+        Ok(Pipe { read, write, pending: 0, lent: false })
     }
 
     /// Move up to `len` bytes from socket `from` into this pipe.
@@ -65,10 +60,7 @@ impl Pipe {
     pub fn drain_to(&mut self, to: RawFd) -> io::Result<usize> {
         let n = splice(self.read.as_raw_fd(), to, self.pending)?;
         if n == 0 {
-            return Err(io::Error::new(
-                io::ErrorKind::WriteZero,
-                "splice wrote nothing",
-            ));
+            return Err(io::Error::new(io::ErrorKind::WriteZero, "splice wrote nothing"));
         }
         self.pending -= n;
         Ok(n)
@@ -136,10 +128,7 @@ pub fn lent_pipes() -> usize {
 
 /// Is this error one where splice itself is unsupported for these descriptors?
 pub fn unsupported(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP)
-    )
+    matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP))
 }
 
 fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
@@ -147,16 +136,7 @@ fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
     let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
     // SAFETY: both descriptors are open for the duration of the call (borrowed from live
     // sockets and an owned pipe); null offsets are required for sockets and pipes.
-    let n = unsafe {
-        libc::splice(
-            from,
-            std::ptr::null_mut(),
-            to,
-            std::ptr::null_mut(),
-            len,
-            flags,
-        )
-    };
+    let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
     if n < 0 {
         Err(io::Error::last_os_error())
     } else {

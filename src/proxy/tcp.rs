@@ -12,6 +12,7 @@ use tracing::{info, warn};
 
 use super::pump::{forward, End, Timeouts};
 use crate::balance::Tried;
+use crate::config::OnDown;
 use crate::net;
 use crate::runtime::Service;
 
@@ -28,19 +29,25 @@ pub async fn handle(
     let mut failures = 0u32;
     let (lease, upstream) = loop {
         let Some(lease) = service.pool.pick(peer.ip(), &tried) else {
-            let reason = if failures == 0 {
-                "no server available"
-            } else {
-                "every server tried failed to connect"
-            };
+            let reason = if failures == 0 { "no server available" } else { "every server tried failed to connect" };
             log_refused(peer, &service, started, reason);
             return;
         };
         let server = lease.server();
         match net::connect(server.address, server.source, service.connect_timeout).await {
-            Ok(stream) => break (lease, stream),
+            Ok(stream) => {
+                server.connect_ok();
+                break (lease, stream);
+            }
             Err(e) => {
                 server.stats.connect_failures.fetch_add(1, Relaxed);
+                if server.connect_failed(service.observe_errors) {
+                    warn!(service = %service.name, server = %server.name, errors = service.observe_errors.unwrap_or(0),
+                        reason = %e, "server is DOWN (passive health: consecutive connect failures)");
+                    if service.on_down == OnDown::ShutdownSessions {
+                        server.shutdown_sessions();
+                    }
+                }
                 warn!(service = %service.name, server = %server.name, address = %server.address, error = %e, "connect failed");
                 tried.add(&lease, &service.pool);
                 failures += 1;
@@ -54,11 +61,29 @@ pub async fn handle(
     let server = Arc::clone(lease.server());
     server.stats.connections_total.fetch_add(1, Relaxed);
     net::tune_stream(&upstream, &service.keepalive);
-    let timeouts = Timeouts {
-        client: service.client_timeout,
-        server: service.server_timeout,
+    let timeouts = Timeouts { client: service.client_timeout, server: service.server_timeout };
+    let mut sessions = server.sessions();
+    let mut shutdown = shutdown;
+    let closing = async move {
+        // Drop the borrow guard at once: it must not live across an await.
+        let closed = shutdown.wait_for(|closing| *closing).await.is_ok();
+        if !closed {
+            // The runtime handle was dropped without a shutdown: nothing will end us.
+            std::future::pending::<()>().await;
+        }
+        End::Shutdown
     };
-    let outcome = forward(&client, &upstream, timeouts, use_splice, shutdown).await;
+    let stop = async move {
+        tokio::select! {
+            end = closing => end,
+            r = sessions.changed() => match r {
+                Ok(()) => End::Killed,
+                // The server is gone with its snapshot: nothing will ever ask to kill us.
+                Err(_) => std::future::pending().await,
+            },
+        }
+    };
+    let outcome = forward(&client, &upstream, timeouts, use_splice, stop).await;
     drop(lease);
     server.stats.bytes_in.fetch_add(outcome.bytes_in, Relaxed);
     server.stats.bytes_out.fetch_add(outcome.bytes_out, Relaxed);

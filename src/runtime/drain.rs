@@ -24,9 +24,7 @@ pub struct Guard {
 impl Tracker {
     pub fn enter(&self) -> Guard {
         self.inner.open.fetch_add(1, Ordering::AcqRel);
-        Guard {
-            inner: Arc::clone(&self.inner),
-        }
+        Guard { inner: Arc::clone(&self.inner) }
     }
 
     pub fn open(&self) -> usize {

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use drain::Tracker;
-pub use server::{Server, ServerStats};
+pub use server::{AdminState, Health, ProbeResult, Server, ServerStats, State};
 pub use snapshot::{Service, Snapshot};
 
 use crate::config::Config;
@@ -31,26 +31,18 @@ const BACKLOG: i32 = 4096;
 #[derive(Debug)]
 pub enum RunError {
     /// A listener could not be opened.
-    Bind {
-        service: String,
-        bind: SocketAddr,
-        source: io::Error,
-    },
+    Bind { service: String, bind: SocketAddr, source: io::Error },
+    /// A service's health check could not be set up (TLS settings).
+    Check { service: String, message: String },
 }
 
 impl fmt::Display for RunError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RunError::Bind {
-                service,
-                bind,
-                source,
-            } => {
-                write!(
-                    f,
-                    "service \"{service}\": cannot listen on {bind}: {source}"
-                )
+            RunError::Bind { service, bind, source } => {
+                write!(f, "service \"{service}\": cannot listen on {bind}: {source}")
             }
+            RunError::Check { service, message } => write!(f, "service \"{service}\": check: {message}"),
         }
     }
 }
@@ -81,18 +73,15 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let mut listeners = Vec::new();
     for svc in &config.services {
         for &bind in &svc.binds {
-            let std_listener =
-                crate::net::bind_listener(bind, BACKLOG).map_err(|source| RunError::Bind {
-                    service: svc.name.clone(),
-                    bind,
-                    source,
-                })?;
-            let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|source| {
-                RunError::Bind {
-                    service: svc.name.clone(),
-                    bind,
-                    source,
-                }
+            let std_listener = crate::net::bind_listener(bind, BACKLOG).map_err(|source| RunError::Bind {
+                service: svc.name.clone(),
+                bind,
+                source,
+            })?;
+            let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|source| RunError::Bind {
+                service: svc.name.clone(),
+                bind,
+                source,
             })?;
             let local = listener.local_addr().unwrap_or(bind);
             listeners.push((svc.name.clone(), local, listener));
@@ -104,7 +93,8 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let mut first_rounds = Vec::new();
     for (svc_cfg, svc) in config.services.iter().zip(current.services.iter()) {
         if let Some(check) = &svc_cfg.check {
-            let (tasks, first) = health::spawn_checks(&svc.name, check, svc.pool.servers());
+            let (tasks, first) = health::spawn_checks(&svc.name, check, svc.on_down, svc.pool.servers())
+                .map_err(|message| RunError::Check { service: svc.name.clone(), message })?;
             check_tasks.extend(tasks);
             // Bounded: a probe never outlives its timeout, plus slack for a busy machine.
             let bound = check.timeout + Duration::from_secs(1);
@@ -138,15 +128,7 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
         };
         accept_tasks.push(tokio::spawn(accept.run()));
     }
-    Ok(Running {
-        snapshot,
-        tracker,
-        stop_tx,
-        close_all_tx,
-        accept_tasks,
-        check_tasks,
-        local_addrs,
-    })
+    Ok(Running { snapshot, tracker, stop_tx, close_all_tx, accept_tasks, check_tasks, local_addrs })
 }
 
 async fn futures_join(receivers: Vec<tokio::sync::oneshot::Receiver<()>>) {
@@ -178,19 +160,9 @@ impl Running {
             let _ = task.await;
         }
         let open = self.tracker.open();
-        info!(
-            open_connections = open,
-            grace_ms = grace.as_millis() as u64,
-            "listeners closed; draining"
-        );
-        if tokio::time::timeout(grace, self.tracker.idle())
-            .await
-            .is_err()
-        {
-            warn!(
-                open_connections = self.tracker.open(),
-                "grace period over; closing remaining connections"
-            );
+        info!(open_connections = open, grace_ms = grace.as_millis() as u64, "listeners closed; draining");
+        if tokio::time::timeout(grace, self.tracker.idle()).await.is_err() {
+            warn!(open_connections = self.tracker.open(), "grace period over; closing remaining connections");
             let _ = self.close_all_tx.send(true);
             // Connections end on their next poll; give them a moment to log their line.
             let _ = tokio::time::timeout(Duration::from_secs(2), self.tracker.idle()).await;

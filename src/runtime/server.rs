@@ -1,25 +1,111 @@
 //! A server as the running process sees it: its configuration plus live state that the
-//! health checker writes and the balancer and proxy read, all lock-free.
+//! health checker writes and the balancer and proxy read, lock-free on the hot path.
 
+use std::fmt;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering::Relaxed};
+use std::sync::Mutex;
+use std::time::{Duration, SystemTime};
+
+use tokio::sync::{watch, Notify};
 
 use crate::balance::hash::server_key;
 use crate::config::model;
+
+/// What health checking says about a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum Health {
+    /// Not checked yet: takes no traffic until its first probe says so.
+    Unchecked = 0,
+    Down = 1,
+    /// Down, but recent probes passed; `rise` not reached yet.
+    GoingUp = 2,
+    Up = 3,
+    /// Up, but recent probes failed; `fall` not reached yet.
+    GoingDown = 4,
+}
+
+/// What the operator says about a server (admin API, later).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum AdminState {
+    Ready = 0,
+    /// No new connections; open ones finish.
+    Drain = 1,
+    /// No traffic, no probes count.
+    Maint = 2,
+}
+
+/// The single state an operator sees: admin state wins over health.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    Up,
+    Down,
+    GoingUp,
+    GoingDown,
+    Drain,
+    Maint,
+}
+
+impl State {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            State::Up => "up",
+            State::Down => "down",
+            State::GoingUp => "going up",
+            State::GoingDown => "going down",
+            State::Drain => "drain",
+            State::Maint => "maint",
+        }
+    }
+}
+
+impl fmt::Display for State {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last probe of a server.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeResult {
+    pub ok: bool,
+    /// What the probe saw: "HTTP 200", "Galera cluster node is not synced.", "connect refused", ...
+    pub reason: String,
+    pub duration: Duration,
+    pub at: SystemTime,
+}
 
 #[derive(Debug)]
 pub struct Server {
     pub name: String,
     pub address: SocketAddr,
     pub weight: u32,
-    pub backup: bool,
+    /// Priority tier: 0 = active, 1 = backup, ...
+    pub tier: u32,
     /// Local address for outgoing connections (server's own, else the service's).
     pub source: Option<IpAddr>,
+    /// Probe port override from the server's `check_port`.
+    pub check_port: Option<u16>,
+    /// Probe address override from the server's `check_address`.
+    pub check_address: Option<IpAddr>,
     /// Stable identity for hashing: derived from the name, so every controller and every
     /// restart agrees on where a client belongs.
     pub(crate) hash_key: u64,
     up: AtomicBool,
+    health: AtomicU8,
+    admin: AtomicU8,
     active: AtomicU32,
+    /// Consecutive connect failures from real traffic (passive health).
+    connect_errors: AtomicU32,
+    /// Set by passive health; the checker folds it into its rise/fall state.
+    passive_down: AtomicBool,
+    /// Wakes the checker to probe now (after a passive mark-down).
+    pub(crate) recheck: Notify,
+    /// Bumped to close every open connection to this server.
+    sessions: watch::Sender<u64>,
+    last_probe: Mutex<Option<ProbeResult>>,
     pub stats: ServerStats,
 }
 
@@ -29,20 +115,31 @@ pub struct ServerStats {
     pub connect_failures: AtomicU64,
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
+    pub state_changes: AtomicU64,
 }
 
 impl Server {
-    /// A server starts up; with health checks on, the checker decides before traffic flows.
+    /// A server starts up and unchecked; the runtime marks checked servers down until
+    /// their first probe.
     pub fn new(cfg: &model::Server, service_source: Option<IpAddr>) -> Self {
         Server {
             name: cfg.name.clone(),
             address: cfg.address,
             weight: cfg.weight,
-            backup: cfg.backup,
+            tier: cfg.tier,
             source: cfg.source.or(service_source),
+            check_port: cfg.check_port,
+            check_address: cfg.check_address,
             hash_key: server_key(&cfg.name),
             up: AtomicBool::new(true),
+            health: AtomicU8::new(Health::Unchecked as u8),
+            admin: AtomicU8::new(AdminState::Ready as u8),
             active: AtomicU32::new(0),
+            connect_errors: AtomicU32::new(0),
+            passive_down: AtomicBool::new(false),
+            recheck: Notify::new(),
+            sessions: watch::Sender::new(0),
+            last_probe: Mutex::new(None),
             stats: ServerStats::default(),
         }
     }
@@ -53,18 +150,75 @@ impl Server {
             name: name.into(),
             address,
             weight,
-            backup,
+            tier: u32::from(backup),
             source: None,
+            check_port: None,
+            check_address: None,
         };
         Server::new(&cfg, None)
     }
 
+    pub fn is_backup(&self) -> bool {
+        self.tier > 0
+    }
+
+    /// Does health checking let this server take traffic?
     pub fn is_up(&self) -> bool {
         self.up.load(Relaxed)
     }
 
+    /// A checked server takes no traffic before its first probe.
+    pub(crate) fn hold_until_checked(&self) {
+        self.up.store(false, Relaxed);
+    }
+
+    /// Set by health checking (and tests): up or down, as a settled state.
     pub fn set_up(&self, up: bool) {
-        self.up.store(up, Relaxed);
+        self.set_health(if up { Health::Up } else { Health::Down });
+    }
+
+    pub fn set_health(&self, h: Health) {
+        let was = self.health.swap(h as u8, Relaxed);
+        if was != h as u8 {
+            self.stats.state_changes.fetch_add(1, Relaxed);
+        }
+        // Going down still serves (fall not reached); going up does not yet.
+        self.up.store(matches!(h, Health::Up | Health::GoingDown), Relaxed);
+    }
+
+    pub fn health(&self) -> Health {
+        match self.health.load(Relaxed) {
+            1 => Health::Down,
+            2 => Health::GoingUp,
+            3 => Health::Up,
+            4 => Health::GoingDown,
+            _ => Health::Unchecked,
+        }
+    }
+
+    pub fn admin(&self) -> AdminState {
+        match self.admin.load(Relaxed) {
+            1 => AdminState::Drain,
+            2 => AdminState::Maint,
+            _ => AdminState::Ready,
+        }
+    }
+
+    pub fn set_admin(&self, state: AdminState) {
+        self.admin.store(state as u8, Relaxed);
+    }
+
+    pub fn state(&self) -> State {
+        match (self.admin(), self.health()) {
+            (AdminState::Maint, _) => State::Maint,
+            (AdminState::Drain, _) => State::Drain,
+            (_, Health::Up) => State::Up,
+            (_, Health::GoingDown) => State::GoingDown,
+            (_, Health::GoingUp) => State::GoingUp,
+            (_, Health::Down) => State::Down,
+            (_, Health::Unchecked) if self.is_up() => State::Up,
+            (_, Health::Unchecked) => State::Down,
+        }
     }
 
     /// Connections currently assigned (connecting or established).
@@ -82,6 +236,50 @@ impl Server {
 
     /// May this server take new traffic at all?
     pub fn usable(&self) -> bool {
-        self.weight > 0 && self.is_up()
+        self.weight > 0 && self.is_up() && self.admin() == AdminState::Ready
+    }
+
+    /// A connect from real traffic succeeded.
+    pub fn connect_ok(&self) {
+        if self.connect_errors.load(Relaxed) != 0 {
+            self.connect_errors.store(0, Relaxed);
+        }
+    }
+
+    /// A connect from real traffic failed; true if that makes `limit` in a row and the
+    /// server was just marked down by it.
+    pub fn connect_failed(&self, limit: Option<u32>) -> bool {
+        let n = self.connect_errors.fetch_add(1, Relaxed) + 1;
+        match limit {
+            Some(limit) if n >= limit && self.is_up() => {
+                self.set_health(Health::Down);
+                self.passive_down.store(true, Relaxed);
+                self.recheck.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub(crate) fn take_passive_down(&self) -> bool {
+        self.passive_down.swap(false, Relaxed)
+    }
+
+    /// A receiver that changes when this server's sessions must close.
+    pub fn sessions(&self) -> watch::Receiver<u64> {
+        self.sessions.subscribe()
+    }
+
+    /// Close every open connection to this server (on-marked-down, failback drain).
+    pub fn shutdown_sessions(&self) {
+        self.sessions.send_modify(|generation| *generation += 1);
+    }
+
+    pub fn last_probe(&self) -> Option<ProbeResult> {
+        self.last_probe.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn record_probe(&self, result: ProbeResult) {
+        *self.last_probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
     }
 }

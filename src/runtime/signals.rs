@@ -13,10 +13,7 @@ pub struct Signals {
 impl Signals {
     pub fn install() -> io::Result<Self> {
         use tokio::signal::unix::{signal, SignalKind};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-        })
+        Ok(Signals { term: signal(SignalKind::terminate())?, int: signal(SignalKind::interrupt())? })
     }
 
     /// Resolves on SIGTERM or SIGINT, naming which.

@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::Server;
-use crate::balance::Pool;
-use crate::config::{self, Config, Keepalive};
+use crate::balance::{Policy, Pool};
+use crate::config::{self, Config, Keepalive, OnDown};
 
 /// A service as connections see it.
 pub struct Service {
@@ -18,6 +18,9 @@ pub struct Service {
     pub server_timeout: Option<Duration>,
     pub retries: u32,
     pub keepalive: Keepalive,
+    /// Passive health: this many connect failures in a row mark a server down.
+    pub observe_errors: Option<u32>,
+    pub on_down: OnDown,
 }
 
 impl Service {
@@ -28,18 +31,26 @@ impl Service {
             .map(|s| {
                 let server = Server::new(s, cfg.source);
                 // A checked server takes no traffic until its first probe says so.
-                server.set_up(cfg.check.is_none());
+                if cfg.check.is_some() {
+                    server.hold_until_checked();
+                }
                 Arc::new(server)
             })
             .collect();
         Service {
             name: cfg.name.clone(),
-            pool: Pool::new(cfg.balance, servers),
+            pool: Pool::with_policy(
+                cfg.balance,
+                servers,
+                Policy { failback: cfg.failback, all_backups: cfg.all_backups },
+            ),
             connect_timeout: cfg.connect_timeout,
             client_timeout: cfg.client_timeout,
             server_timeout: cfg.server_timeout,
             retries: cfg.retries,
             keepalive: cfg.keepalive,
+            observe_errors: cfg.observe_errors,
+            on_down: cfg.on_down,
         }
     }
 }
@@ -51,13 +62,7 @@ pub struct Snapshot {
 
 impl Snapshot {
     pub fn new(config: &Config) -> Self {
-        Snapshot {
-            services: config
-                .services
-                .iter()
-                .map(|s| Arc::new(Service::new(s)))
-                .collect(),
-        }
+        Snapshot { services: config.services.iter().map(|s| Arc::new(Service::new(s))).collect() }
     }
 
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {

@@ -50,18 +50,9 @@ static COUNTER: AtomicUsize = AtomicUsize::new(0);
 /// A fresh path in the temp dir, unique to this process and call.
 pub fn temp_path(tag: &str, ext: &str) -> PathBuf {
     let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    std::env::temp_dir().join(format!(
-        "vipgate-it-{}-{}-{}-{}.{}",
-        std::process::id(),
-        n,
-        nanos,
-        tag,
-        ext
-    ))
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+    std::env::temp_dir().join(format!("vipgate-it-{}-{}-{}-{}.{}", std::process::id(), n, nanos, tag, ext))
 }
 
 /// Write `text` to a fresh temp file and return its path.
@@ -89,10 +80,7 @@ pub fn global(extra: &str) -> String {
 pub fn servers(svc: &str, list: &[(&str, SocketAddr, &str)]) -> String {
     let mut s = String::new();
     for (name, addr, extra) in list {
-        s.push_str(&format!(
-            "\n[[services.{svc}.servers]]\nname = \"{name}\"\naddress = \"{}\"\n{extra}\n",
-            a(*addr)
-        ));
+        s.push_str(&format!("\n[[services.{svc}.servers]]\nname = \"{name}\"\naddress = \"{}\"\n{extra}\n", a(*addr)));
     }
     s
 }
@@ -141,11 +129,7 @@ pub fn run_cli_in(args: &[&str], dir: Option<&Path>) -> Output {
     let stderr = fs::read(&err_path).unwrap_or_default();
     let _ = fs::remove_file(&out_path);
     let _ = fs::remove_file(&err_path);
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
+    Output { status, stdout, stderr }
 }
 
 /// A running `vipgate run --config FILE`; SIGKILLed on drop if still running. Its stderr
@@ -181,13 +165,7 @@ impl Vipgate {
             cmd.env(k, v);
         }
         let child = cmd.spawn().expect("spawn vipgate run");
-        Vipgate {
-            child,
-            config,
-            log_path,
-            out_path,
-            exited: None,
-        }
+        Vipgate { child, config, log_path, out_path, exited: None }
     }
 
     /// Start vipgate and wait until `addr` accepts connections.
@@ -208,10 +186,7 @@ impl Vipgate {
         let deadline = Instant::now() + WAIT;
         loop {
             if let Some(st) = self.try_wait() {
-                panic!(
-                    "vipgate exited early with {st} before {addr} accepted; stderr:\n{}",
-                    self.log()
-                );
+                panic!("vipgate exited early with {st} before {addr} accepted; stderr:\n{}", self.log());
             }
             if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_secs(2)) {
                 let _ = s.set_read_timeout(Some(Duration::from_secs(3)));
@@ -220,10 +195,7 @@ impl Vipgate {
                 return;
             }
             if Instant::now() > deadline {
-                panic!(
-                    "vipgate did not accept on {addr} within {WAIT:?}; stderr:\n{}",
-                    self.log()
-                );
+                panic!("vipgate did not accept on {addr} within {WAIT:?}; stderr:\n{}", self.log());
             }
             thread::sleep(Duration::from_millis(25));
         }
@@ -290,11 +262,7 @@ impl Drop for Vipgate {
             let _ = self.child.wait();
         }
         if thread::panicking() {
-            eprintln!(
-                "---- vipgate stderr ({}) ----\n{}\n---- end ----",
-                self.log_path.display(),
-                self.log()
-            );
+            eprintln!("---- vipgate stderr ({}) ----\n{}\n---- end ----", self.log_path.display(), self.log());
         }
         let _ = fs::remove_file(&self.config);
         let _ = fs::remove_file(&self.log_path);
@@ -383,11 +351,7 @@ impl Backend {
     }
 
     /// A backend running `handler` on a thread per accepted connection.
-    pub fn with_handler(
-        name: &str,
-        addr: SocketAddr,
-        handler: impl Fn(TcpStream) + Send + Sync + 'static,
-    ) -> Backend {
+    pub fn with_handler(name: &str, addr: SocketAddr, handler: impl Fn(TcpStream) + Send + Sync + 'static) -> Backend {
         let mut b = Backend {
             name: name.to_string(),
             addr,
@@ -421,13 +385,9 @@ impl Backend {
                                 accepted.fetch_add(1, Ordering::SeqCst);
                                 let _ = s.set_nonblocking(false);
                                 let h = handler.clone();
-                                let _ = thread::Builder::new()
-                                    .name(format!("conn-{name}"))
-                                    .spawn(move || h(s));
+                                let _ = thread::Builder::new().name(format!("conn-{name}")).spawn(move || h(s));
                             }
-                            Err(e) if e.kind() == ErrorKind::WouldBlock => {
-                                thread::sleep(Duration::from_millis(5))
-                            }
+                            Err(e) if e.kind() == ErrorKind::WouldBlock => thread::sleep(Duration::from_millis(5)),
                             Err(_) => thread::sleep(Duration::from_millis(5)),
                         }
                     }
@@ -463,8 +423,8 @@ impl Drop for Backend {
 // ---------------------------------------------------------------------------------------
 
 pub fn connect(addr: SocketAddr) -> TcpStream {
-    let s = TcpStream::connect_timeout(&addr, Duration::from_secs(10))
-        .unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let s =
+        TcpStream::connect_timeout(&addr, Duration::from_secs(10)).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
     s
@@ -517,24 +477,15 @@ pub fn which_server(addr: SocketAddr) -> String {
 pub fn hold(addr: SocketAddr) -> (TcpStream, String) {
     let mut s = connect(addr);
     let name = read_line(&mut s).unwrap_or_else(|e| panic!("read name via {addr}: {e}"));
-    assert!(
-        !name.is_empty(),
-        "connection to {addr} closed before a server name"
-    );
+    assert!(!name.is_empty(), "connection to {addr} closed before a server name");
     (s, name)
 }
 
 /// Connect to `addr` from local address `src` (port 0), e.g. 127.0.0.7.
 pub fn connect_from(src: IpAddr, addr: SocketAddr) -> io::Result<TcpStream> {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let s = rt.block_on(async {
-        let sock = if addr.is_ipv4() {
-            tokio::net::TcpSocket::new_v4()?
-        } else {
-            tokio::net::TcpSocket::new_v6()?
-        };
+        let sock = if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
         sock.bind(SocketAddr::new(src, 0))?;
         match tokio::time::timeout(Duration::from_secs(10), sock.connect(addr)).await {
             Ok(r) => r,
@@ -561,10 +512,7 @@ pub fn wait_closed(s: &mut TcpStream, timeout: Duration) -> Result<Duration, Str
     let mut b = [0u8; 256];
     match s.read(&mut b) {
         Ok(0) => Ok(start.elapsed()),
-        Ok(n) => Err(format!(
-            "unexpected {n} bytes: {:?}",
-            String::from_utf8_lossy(&b[..n])
-        )),
+        Ok(n) => Err(format!("unexpected {n} bytes: {:?}", String::from_utf8_lossy(&b[..n]))),
         Err(e) if e.kind() == ErrorKind::WouldBlock || e.kind() == ErrorKind::TimedOut => {
             Err(format!("still open after {timeout:?}"))
         }
@@ -632,12 +580,7 @@ pub struct StreamHash {
 
 impl Default for StreamHash {
     fn default() -> Self {
-        StreamHash {
-            h: 0xcbf2_9ce4_8422_2325,
-            pending: [0; 8],
-            npend: 0,
-            len: 0,
-        }
+        StreamHash { h: 0xcbf2_9ce4_8422_2325, pending: [0; 8], npend: 0, len: 0 }
     }
 }
 
@@ -684,8 +627,7 @@ pub fn field(line: &str, key: &str) -> Option<String> {
     while let Some(i) = line[from..].find(&pat) {
         let at = from + i;
         // Must be a whole key: start of line or preceded by a space / non-identifier char.
-        let ok = at == 0
-            || !line.as_bytes()[at - 1].is_ascii_alphanumeric() && line.as_bytes()[at - 1] != b'_';
+        let ok = at == 0 || !line.as_bytes()[at - 1].is_ascii_alphanumeric() && line.as_bytes()[at - 1] != b'_';
         if ok {
             let v = &line[at + pat.len()..];
             let v = v.split_whitespace().next().unwrap_or("");
