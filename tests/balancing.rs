@@ -10,37 +10,27 @@ use std::time::Duration;
 
 use common::*;
 
-fn service(bind: SocketAddr, balance: &str, extra: &str, list: &[(&str, SocketAddr, &str)]) -> String {
-    format!(
-        "{}\n[services.lb]\nbind = \"{}\"\nbalance = \"{balance}\"\n{extra}\n{}",
-        global(""),
-        a(bind),
-        servers("lb", list)
-    )
+/// Echo backends with the given names (no server extras) behind service `lb`.
+fn lb(balance: &str, extra: &str, names: &[&str]) -> EchoService {
+    let list: Vec<(&str, &str)> = names.iter().map(|n| (*n, "")).collect();
+    echo_service("lb", balance, extra, &list)
 }
 
 fn counts(bind: SocketAddr, n: usize) -> Vec<(String, usize)> {
-    let names: Vec<String> = (0..n).map(|_| which_server(bind)).collect();
-    tally(&names)
+    tally(&server_names(bind, n))
 }
 
 #[test]
 fn roundrobin_equal_weights_is_exact() {
-    let (b1, b2, b3) = (Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3"));
-    let bind = free_addr();
-    let cfg = service(bind, "roundrobin", "", &[("s1", b1.addr, ""), ("s2", b2.addr, ""), ("s3", b3.addr, "")]);
-    let _v = Vipgate::start(&cfg, bind);
-    let c = counts(bind, 30);
+    let svc = lb("roundrobin", "", &["s1", "s2", "s3"]);
+    let c = counts(svc.bind, 30);
     assert_eq!(c, vec![("s1".into(), 10), ("s2".into(), 10), ("s3".into(), 10)], "30 connections over 3 equal servers");
 }
 
 #[test]
 fn roundrobin_weights_three_to_one() {
-    let (b1, b2) = (Backend::echo_any("heavy"), Backend::echo_any("light"));
-    let bind = free_addr();
-    let cfg = service(bind, "roundrobin", "", &[("heavy", b1.addr, "weight = 3"), ("light", b2.addr, "weight = 1")]);
-    let _v = Vipgate::start(&cfg, bind);
-    let names: Vec<String> = (0..40).map(|_| which_server(bind)).collect();
+    let svc = echo_service("lb", "roundrobin", "", &[("heavy", "weight = 3"), ("light", "weight = 1")]);
+    let names = server_names(svc.bind, 40);
     assert_eq!(tally(&names), vec![("heavy".into(), 30), ("light".into(), 10)], "weights 3:1 over 40 connections");
     // Smooth: never more than three in a row on the heavy server.
     let mut run = 0;
@@ -52,12 +42,10 @@ fn roundrobin_weights_three_to_one() {
 
 #[test]
 fn leastconn_prefers_idle_server() {
-    let bs = [Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3")];
-    let bind = free_addr();
-    let cfg = service(bind, "leastconn", "", &[("s1", bs[0].addr, ""), ("s2", bs[1].addr, ""), ("s3", bs[2].addr, "")]);
-    let _v = Vipgate::start(&cfg, bind);
+    let svc = lb("leastconn", "", &["s1", "s2", "s3"]);
+    let bind = svc.bind;
     // Let the readiness probe's connection drain out of every backend first.
-    let idle = eventually(WAIT, || bs.iter().all(|b| b.active.load(Ordering::SeqCst) == 0).then_some(()));
+    let idle = eventually(WAIT, || svc.backends.iter().all(|b| b.active.load(Ordering::SeqCst) == 0).then_some(()));
     assert!(idle.is_some(), "backends still see open connections after readiness probe");
     std::thread::sleep(Duration::from_millis(500));
 
@@ -69,7 +57,7 @@ fn leastconn_prefers_idle_server() {
 
     // Free the first server: the next connection goes there (the others still hold one).
     drop(c1);
-    let b1 = bs.iter().find(|b| b.name == n1).unwrap();
+    let b1 = svc.backend(&n1);
     assert!(
         eventually(WAIT, || (b1.active.load(Ordering::SeqCst) == 0).then_some(())).is_some(),
         "backend {n1} still sees the closed connection"
@@ -82,11 +70,8 @@ fn leastconn_prefers_idle_server() {
 
 #[test]
 fn source_same_client_sticks() {
-    let bs = [Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3")];
-    let bind = free_addr();
-    let cfg = service(bind, "source", "", &[("s1", bs[0].addr, ""), ("s2", bs[1].addr, ""), ("s3", bs[2].addr, "")]);
-    let _v = Vipgate::start(&cfg, bind);
-    let names: Vec<String> = (0..10).map(|_| which_server(bind)).collect();
+    let svc = lb("source", "", &["s1", "s2", "s3"]);
+    let names = server_names(svc.bind, 10);
     assert_eq!(tally(&names).len(), 1, "127.0.0.1 should always land on one server: {names:?}");
 }
 
@@ -106,15 +91,8 @@ fn map_sources(bind: SocketAddr) -> BTreeMap<IpAddr, String> {
 
 #[test]
 fn source_spreads_and_only_removed_servers_clients_move() {
-    let mut bs = [Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3")];
-    let bind = free_addr();
-    let cfg = service(
-        bind,
-        "source",
-        &check("lb", "100ms", 2, 2),
-        &[("s1", bs[0].addr, ""), ("s2", bs[1].addr, ""), ("s3", bs[2].addr, "")],
-    );
-    let _v = Vipgate::start(&cfg, bind);
+    let mut svc = lb("source", &check("lb", "100ms", 2, 2), &["s1", "s2", "s3"]);
+    let bind = svc.bind;
 
     let first = map_sources(bind);
     let spread = tally(first.values());
@@ -123,7 +101,7 @@ fn source_spreads_and_only_removed_servers_clients_move() {
     assert_eq!(first, again, "each source address should stick to its server");
 
     // Remove s3: stop its backend; health checks take it out of rotation.
-    bs[2].stop();
+    svc.backend_mut("s3").stop();
     let s3_gone = eventually(WAIT, || {
         // Wait until the checker has seen s3 down: a client of s3 no longer gets s3.
         let ip = *first.iter().find(|(_, n)| *n == "s3").unwrap().0;
@@ -149,19 +127,13 @@ fn source_spreads_and_only_removed_servers_clients_move() {
 
 #[test]
 fn first_sends_everything_to_first_server() {
-    let (b1, b2, b3) = (Backend::echo_any("db1"), Backend::echo_any("db2"), Backend::echo_any("db3"));
-    let bind = free_addr();
-    let cfg = service(bind, "first", "", &[("db1", b1.addr, ""), ("db2", b2.addr, ""), ("db3", b3.addr, "")]);
-    let _v = Vipgate::start(&cfg, bind);
-    assert_eq!(counts(bind, 10), vec![("db1".into(), 10)]);
+    let svc = lb("first", "", &["db1", "db2", "db3"]);
+    assert_eq!(counts(svc.bind, 10), vec![("db1".into(), 10)]);
 }
 
 #[test]
 fn random_reaches_every_server() {
-    let (b1, b2, b3) = (Backend::echo_any("s1"), Backend::echo_any("s2"), Backend::echo_any("s3"));
-    let bind = free_addr();
-    let cfg = service(bind, "random", "", &[("s1", b1.addr, ""), ("s2", b2.addr, ""), ("s3", b3.addr, "")]);
-    let _v = Vipgate::start(&cfg, bind);
-    let c = counts(bind, 60);
+    let svc = lb("random", "", &["s1", "s2", "s3"]);
+    let c = counts(svc.bind, 60);
     assert_eq!(c.len(), 3, "60 random connections should reach all 3 servers: {c:?}");
 }

@@ -83,17 +83,46 @@ fn parse_diag(l: &str, file: &str) -> Option<Diag> {
     Some(Diag { line, col, msg })
 }
 
-/// Find a diagnostic whose message contains every needle (case-insensitive).
-fn find<'a>(diags: &'a [Diag], needles: &[&str]) -> Option<&'a Diag> {
-    diags.iter().find(|d| {
-        let m = d.msg.to_lowercase();
-        needles.iter().all(|n| m.contains(&n.to_lowercase()))
-    })
+/// `check` must accept `text` (exit 0); `what` names the config in the failure message.
+fn check_accepts(text: &str, what: &str) {
+    let (code, stderr, _) = check_text(text);
+    assert_eq!(code, 0, "{what} rejected:\n{stderr}");
 }
 
-fn expect_at(diags: &[Diag], stderr: &str, needles: &[&str], line: usize) {
-    let d = find(diags, needles).unwrap_or_else(|| panic!("no diagnostic mentioning {needles:?}; stderr:\n{stderr}"));
-    assert_eq!(d.line, line, "diagnostic {d:?} should be on line {line}; stderr:\n{stderr}");
+/// The diagnostics of a config that `check` rejected with exit code 1.
+struct Rejected {
+    stderr: String,
+    diags: Vec<Diag>,
+}
+
+/// `check` must reject `text` with exit code 1 (`what` names the config in the failure
+/// message); returns its stderr and diagnostics.
+fn check_rejects(text: &str, what: &str) -> Rejected {
+    let (code, stderr, diags) = check_text(text);
+    assert_eq!(code, 1, "{what} should exit 1; stderr:\n{stderr}");
+    Rejected { stderr, diags }
+}
+
+impl Rejected {
+    /// The first diagnostic satisfying `pred`; panics (naming `what`) when there is none.
+    fn find_where(&self, what: &str, pred: impl Fn(&Diag) -> bool) -> &Diag {
+        let stderr = &self.stderr;
+        self.diags.iter().find(|d| pred(d)).unwrap_or_else(|| panic!("no diagnostic {what}; stderr:\n{stderr}"))
+    }
+
+    /// The first diagnostic whose message contains every needle (case-insensitive).
+    fn find(&self, needles: &[&str]) -> &Diag {
+        self.find_where(&format!("mentioning {needles:?}"), |d| {
+            let m = d.msg.to_lowercase();
+            needles.iter().all(|n| m.contains(&n.to_lowercase()))
+        })
+    }
+
+    /// The first diagnostic mentioning every needle must be on `line`.
+    fn expect_at(&self, needles: &[&str], line: usize) {
+        let d = self.find(needles);
+        assert_eq!(d.line, line, "diagnostic {d:?} should be on line {line}; stderr:\n{}", self.stderr);
+    }
 }
 
 #[test]
@@ -118,8 +147,7 @@ fn help_lists_run_and_check() {
 
 #[test]
 fn check_accepts_issue_config() {
-    let (code, stderr, _) = check_text(ISSUE_CONFIG);
-    assert_eq!(code, 0, "issue config rejected:\n{stderr}");
+    check_accepts(ISSUE_CONFIG, "issue config");
 }
 
 #[test]
@@ -144,8 +172,7 @@ weight = 3
 name = "b"
 address = "127.0.0.1:8081"
 "#;
-    let (code, stderr, _) = check_text(text);
-    assert_eq!(code, 0, "valid config rejected:\n{stderr}");
+    check_accepts(text, "valid config");
 }
 
 #[test]
@@ -177,31 +204,26 @@ name = "y"
 address = "127.0.0.1:8082"
 backup = true
 "#;
-    let (code, stderr, diags) = check_text(text);
-    assert_eq!(code, 1, "broken config should exit 1; stderr:\n{stderr}");
-    expect_at(&diags, &stderr, &["duration"], 3);
-    expect_at(&diags, &stderr, &["unknown key", "colour"], 4);
-    expect_at(&diags, &stderr, &["127.0.0.1:99999"], 7);
-    let bal = diags
-        .iter()
-        .find(|d| d.msg.contains("fastest"))
-        .unwrap_or_else(|| panic!("no diagnostic for balance \"fastest\"; stderr:\n{stderr}"));
+    let r = check_rejects(text, "broken config");
+    let stderr = &r.stderr;
+    r.expect_at(&["duration"], 3);
+    r.expect_at(&["unknown key", "colour"], 4);
+    r.expect_at(&["127.0.0.1:99999"], 7);
+    let bal = r.find_where("for balance \"fastest\"", |d| d.msg.contains("fastest"));
     assert_eq!(bal.line, 8, "balance diagnostic {bal:?}; stderr:\n{stderr}");
 
-    let none = find(&diags, &["no servers"]).unwrap_or_else(|| panic!("no `no servers`; stderr:\n{stderr}"));
+    let none = r.find(&["no servers"]);
     assert!((13..=14).contains(&none.line), "`no servers` should point into [services.empty] (13-14): {none:?}");
 
-    let dup = find(&diags, &["already bound by service"])
-        .unwrap_or_else(|| panic!("no `already bound by service`; stderr:\n{stderr}"));
+    let dup = r.find(&["already bound by service"]);
     let ok = (dup.line == 17 && dup.msg.contains("empty")) || (dup.line == 14 && dup.msg.contains("dup"));
     assert!(ok, "bind conflict should be at the second bind (line 17, naming `empty`): {dup:?}\n{stderr}");
 
-    let backup = diags
-        .iter()
-        .find(|d| d.msg.contains("backup") && !d.msg.contains("already bound") && !d.msg.contains("unknown key"))
-        .unwrap_or_else(|| panic!("no diagnostic about every server being backup; stderr:\n{stderr}"));
+    let backup = r.find_where("about every server being backup", |d| {
+        d.msg.contains("backup") && !d.msg.contains("already bound") && !d.msg.contains("unknown key")
+    });
     assert!((16..=25).contains(&backup.line), "backup diagnostic should point into [services.dup]: {backup:?}");
-    assert!(diags.len() >= 7, "expected at least 7 diagnostics, got {}:\n{stderr}", diags.len());
+    assert!(r.diags.len() >= 7, "expected at least 7 diagnostics, got {}:\n{stderr}", r.diags.len());
 }
 
 #[test]
@@ -222,14 +244,13 @@ name = "b"
 address = "127.0.0.1:8081"
 wieght = 2
 "#;
-    let (code, stderr, diags) = check_text(text);
-    assert_eq!(code, 1, "stderr:\n{stderr}");
-    expect_at(&diags, &stderr, &["unknown key", "retrys"], 4);
-    expect_at(&diags, &stderr, &["unknown key", "intervall"], 7);
-    expect_at(&diags, &stderr, &["unknown key", "adress"], 10);
-    expect_at(&diags, &stderr, &["unknown key", "wieght"], 15);
+    let r = check_rejects(text, "config with misspelt keys");
+    r.expect_at(&["unknown key", "retrys"], 4);
+    r.expect_at(&["unknown key", "intervall"], 7);
+    r.expect_at(&["unknown key", "adress"], 10);
+    r.expect_at(&["unknown key", "wieght"], 15);
     // Column of a key at the start of its line.
-    let d = find(&diags, &["retrys"]).unwrap();
+    let d = r.find(&["retrys"]);
     assert_eq!(d.col, 1, "key `retrys` starts in column 1: {d:?}");
 }
 
@@ -252,23 +273,23 @@ interval = "2 seconds"
 name = "a"
 address = "300.1.2.3:80"
 "#;
-    let (code, stderr, diags) = check_text(text);
-    assert_eq!(code, 1, "stderr:\n{stderr}");
+    let r = check_rejects(text, "config with bad durations and addresses");
+    let (stderr, diags) = (&r.stderr, &r.diags);
     let durations: Vec<usize> =
         diags.iter().filter(|d| d.msg.to_lowercase().contains("duration")).map(|d| d.line).collect();
     for line in [2, 9, 13] {
         assert!(durations.contains(&line), "no duration diagnostic on line {line} (got {durations:?}):\n{stderr}");
     }
-    expect_at(&diags, &stderr, &["localhost:x"], 7);
-    expect_at(&diags, &stderr, &["300.1.2.3:80"], 16);
+    r.expect_at(&["localhost:x"], 7);
+    r.expect_at(&["300.1.2.3:80"], 16);
     assert!(!diags.iter().any(|d| d.line == 10 || d.line == 6), "valid lines 6/10 were flagged:\n{stderr}");
 }
 
 #[test]
 fn check_toml_syntax_error_has_position() {
     let text = "[global]\nworkers = 2\n\n[services.web]\nbind = = \"127.0.0.1:1\"\n";
-    let (code, stderr, diags) = check_text(text);
-    assert_eq!(code, 1, "stderr:\n{stderr}");
+    let r = check_rejects(text, "config with a TOML syntax error");
+    let (stderr, diags) = (&r.stderr, &r.diags);
     assert!(!diags.is_empty(), "no diagnostics:\n{stderr}");
     assert_eq!(diags[0].line, 5, "syntax error should be reported on line 5:\n{stderr}");
 }

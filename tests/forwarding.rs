@@ -13,57 +13,45 @@ use common::*;
 
 const BIG: u64 = 64 * 1024 * 1024;
 
+/// Every one-server `fwd` service here balances roundrobin.
+const BALANCE: &str = "roundrobin";
+
 fn one_server_config(bind: SocketAddr, backend: SocketAddr, global_extra: &str) -> String {
-    format!(
-        "{}\n[services.fwd]\nbind = \"{}\"\nbalance = \"roundrobin\"\n{}",
-        global(global_extra),
-        a(bind),
-        servers("fwd", &[("b1", backend, "")])
-    )
+    service_toml(global_extra, "fwd", bind, &balance_keys(BALANCE, ""), &[("b1", backend, "")])
+}
+
+/// Vipgate service `fwd` (roundrobin, `global_extra` in `[global]`) with `backend` as its
+/// one server `b1`, started on a fresh port.
+fn start_one_server(backend: SocketAddr, global_extra: &str) -> (Vipgate, SocketAddr) {
+    start_service(global_extra, "fwd", &balance_keys(BALANCE, ""), &[("b1", backend, "")])
+}
+
+/// Echo backend `b1` behind service `fwd` (see `start_one_server`).
+fn one_echo_server(global_extra: &str) -> EchoService {
+    echo_service_in(global_extra, "fwd", BALANCE, "", &[("b1", "")])
 }
 
 /// Send BIG pseudo-random bytes through vipgate to an echo backend and read them back.
 /// The sender hashes what it sent, the receiver hashes what it got back, and the backend
 /// counts what it received.
 fn big_transfer(splice: bool) {
-    let backend = Backend::echo_any("b1");
-    let bind = free_addr();
-    let _v = Vipgate::start(&one_server_config(bind, backend.addr, &format!("splice = {splice}")), bind);
+    let svc = one_echo_server(&format!("splice = {splice}"));
 
-    let mut s = connect(bind);
+    let mut s = connect(svc.bind);
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     s.set_write_timeout(Some(Duration::from_secs(30))).unwrap();
     assert_eq!(read_line(&mut s).unwrap(), "b1");
 
     let mut w = s.try_clone().unwrap();
-    let sender = thread::spawn(move || {
-        let mut pat = Pattern::new(0x5eed_0001);
-        let mut h = StreamHash::default();
-        let mut buf = vec![0u8; 64 * 1024];
-        let mut sent = 0u64;
-        while sent < BIG {
-            pat.fill(&mut buf);
-            w.write_all(&buf).expect("write to vipgate");
-            h.update(&buf);
-            sent += buf.len() as u64;
-        }
-        w.shutdown(Shutdown::Write).unwrap();
-        h.finish()
-    });
+    let sender = thread::spawn(move || send_pattern(&mut w, 0x5eed_0001, 64 * 1024, BIG));
 
     let mut got = StreamHash::default();
-    let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => got.update(&buf[..n]),
-            Err(e) => panic!("read after {} bytes: {e}", got.len),
-        }
-        assert!(got.len <= BIG, "received more than was sent");
+    if let Err(e) = hash_to_eof(&mut s, &mut got, 64 * 1024, BIG) {
+        panic!("read after {} bytes: {e}", got.len);
     }
     let sent = sender.join().expect("sender thread");
     let received = got.finish();
-    assert_eq!(backend.received.load(std::sync::atomic::Ordering::SeqCst), BIG, "backend byte count");
+    assert_eq!(svc.backends[0].received.load(std::sync::atomic::Ordering::SeqCst), BIG, "backend byte count");
     assert_eq!(received.1, BIG, "bytes echoed back");
     assert_eq!(received, sent, "hash of echoed stream differs from what was sent");
 }
@@ -80,10 +68,8 @@ fn transfer_64mib_each_way_copy() {
 
 #[test]
 fn small_exchange_round_trips() {
-    let backend = Backend::echo_any("b1");
-    let bind = free_addr();
-    let _v = Vipgate::start(&one_server_config(bind, backend.addr, ""), bind);
-    let (mut s, name) = hold(bind);
+    let svc = one_echo_server("");
+    let (mut s, name) = hold(svc.bind);
     assert_eq!(name, "b1");
     for i in 0..20 {
         let msg = format!("message {i}\n");
@@ -123,8 +109,7 @@ fn half_close(splice: bool) {
             let _ = s.write_all(b"bye");
         }
     });
-    let bind = free_addr();
-    let _v = Vipgate::start(&one_server_config(bind, backend.addr, &format!("splice = {splice}")), bind);
+    let (_v, bind) = start_one_server(backend.addr, &format!("splice = {splice}"));
 
     let mut c = connect(bind);
     c.write_all(b"hello").unwrap();
@@ -156,8 +141,7 @@ fn server_half_close_keeps_client_to_server_direction() {
             seen2.lock().unwrap().push(got);
         }
     });
-    let bind = free_addr();
-    let _v = Vipgate::start(&one_server_config(bind, backend.addr, ""), bind);
+    let (_v, bind) = start_one_server(backend.addr, "");
 
     let mut c = connect(bind);
     let mut all = Vec::new();
@@ -262,36 +246,19 @@ fn two_services_route_independently() {
 #[test]
 fn many_concurrent_connections() {
     const CONNS: usize = 40;
-    const EACH: usize = 256 * 1024;
-    let backend = Backend::echo_any("b1");
-    let bind = free_addr();
-    let _v = Vipgate::start(&one_server_config(bind, backend.addr, ""), bind);
+    const EACH: u64 = 256 * 1024;
+    let svc = one_echo_server("");
+    let bind = svc.bind;
     let handles: Vec<_> = (0..CONNS)
         .map(|i| {
             thread::spawn(move || {
                 let (mut s, name) = hold(bind);
                 assert_eq!(name, "b1");
                 let mut w = s.try_clone().unwrap();
-                let writer = thread::spawn(move || {
-                    let mut pat = Pattern::new(1000 + i as u64);
-                    let mut buf = vec![0u8; 16 * 1024];
-                    let mut h = StreamHash::default();
-                    for _ in 0..EACH / buf.len() {
-                        pat.fill(&mut buf);
-                        w.write_all(&buf).unwrap();
-                        h.update(&buf);
-                    }
-                    w.shutdown(Shutdown::Write).unwrap();
-                    h.finish()
-                });
+                let writer = thread::spawn(move || send_pattern(&mut w, 1000 + i as u64, 16 * 1024, EACH));
                 let mut got = StreamHash::default();
-                let mut buf = vec![0u8; 16 * 1024];
-                loop {
-                    match s.read(&mut buf) {
-                        Ok(0) => break,
-                        Ok(n) => got.update(&buf[..n]),
-                        Err(e) => panic!("connection {i}: read after {} bytes: {e}", got.len),
-                    }
+                if let Err(e) = hash_to_eof(&mut s, &mut got, 16 * 1024, u64::MAX) {
+                    panic!("connection {i}: read after {} bytes: {e}", got.len);
                 }
                 assert_eq!(got.finish(), writer.join().unwrap(), "connection {i}: echoed data differs");
             })

@@ -8,13 +8,19 @@ use tokio::time::Instant;
 
 use common::*;
 
-fn service(bind: SocketAddr, balance: &str, extra: &str, list: &[(&str, SocketAddr, &str)]) -> String {
-    format!(
-        "{}\n[services.hc]\nbind = \"{}\"\nbalance = \"{balance}\"\n{extra}\n{}",
-        global(""),
-        a(bind),
-        servers("hc", list)
-    )
+/// Start service `hc` with `balance_keys(balance, extra)` over the given servers.
+fn start(balance: &str, extra: &str, list: &[(&str, SocketAddr, &str)]) -> (Vipgate, SocketAddr) {
+    start_service("", "hc", &balance_keys(balance, extra), list)
+}
+
+/// Roundrobin over echo server A and server B at `dead` (nothing listens there), with
+/// `extra`: every one of ten connections must land on A (`why` says why).
+fn all_land_on_a(extra: &str, why: &str) {
+    let a1 = Backend::echo_any("A");
+    let dead = free_addr();
+    let (_v, bind) = start("roundrobin", extra, &[("A", a1.addr, ""), ("B", dead, "")]);
+    let results = try_server_names(bind, 10);
+    assert!(results.iter().all(|r| r.as_deref() == Some("A")), "{why}: {results:?}");
 }
 
 /// Poll connections until `n` in a row satisfy `ok` (None = connection got no name).
@@ -45,19 +51,12 @@ fn is(name: &'static str) -> impl Fn(&Option<String>) -> bool {
 
 #[test]
 fn first_with_backup_fails_over_and_back() {
-    let mut db1 = Backend::echo_any("db1");
-    let db2 = Backend::echo_any("db2");
-    let bind = free_addr();
-    let cfg = service(
-        bind,
-        "first",
-        &check("hc", "100ms", 2, 2),
-        &[("db1", db1.addr, ""), ("db2", db2.addr, "backup = true")],
-    );
-    let _v = Vipgate::start(&cfg, bind);
-    let names: Vec<String> = (0..5).map(|_| which_server(bind)).collect();
+    let mut svc = echo_service("hc", "first", &check("hc", "100ms", 2, 2), &[("db1", ""), ("db2", "backup = true")]);
+    let bind = svc.bind;
+    let names = server_names(bind, 5);
     assert_eq!(tally(&names), vec![("db1".into(), 5)], "active server takes everything while up");
 
+    let db1 = svc.backend_mut("db1");
     db1.stop();
     if let Err(last) = until_streak(bind, 5, is("db2")) {
         panic!("connections never moved to backup db2 after db1 died; last results: {last:?}");
@@ -71,20 +70,14 @@ fn first_with_backup_fails_over_and_back() {
 
 #[test]
 fn dead_server_leaves_rotation_and_returns() {
-    let a1 = Backend::echo_any("A");
-    let mut b1 = Backend::echo_any("B");
-    let bind = free_addr();
     // retries = 0 so that a connection sent to a dead B is visible as a failure.
-    let cfg = service(
-        bind,
-        "roundrobin",
-        &format!("retries = 0\n{}", check("hc", "100ms", 2, 2)),
-        &[("A", a1.addr, ""), ("B", b1.addr, "")],
-    );
-    let _v = Vipgate::start(&cfg, bind);
-    let names: Vec<String> = (0..4).map(|_| which_server(bind)).collect();
+    let extra = format!("retries = 0\n{}", check("hc", "100ms", 2, 2));
+    let mut svc = echo_service("hc", "roundrobin", &extra, &[("A", ""), ("B", "")]);
+    let bind = svc.bind;
+    let names = server_names(bind, 4);
     assert_eq!(tally(&names), vec![("A".into(), 2), ("B".into(), 2)], "both servers up: {names:?}");
 
+    let b1 = svc.backend_mut("B");
     b1.stop();
     if let Err(last) = until_streak(bind, 10, is("A")) {
         panic!("B never left rotation after its backend stopped; last results: {last:?}");
@@ -94,51 +87,28 @@ fn dead_server_leaves_rotation_and_returns() {
     let back = eventually(WAIT, || (try_which_server(bind).as_deref() == Some("B")).then_some(()));
     assert!(back.is_some(), "B never returned to rotation after its backend restarted");
     // Back in rotation: both take connections again.
-    let names: Vec<String> = (0..6).map(|_| which_server(bind)).collect();
+    let names = server_names(bind, 6);
     assert_eq!(tally(&names).len(), 2, "both servers should take connections again: {names:?}");
 }
 
 #[test]
 fn server_down_at_start_never_gets_a_client() {
-    let a1 = Backend::echo_any("A");
-    let dead = free_addr();
-    let bind = free_addr();
     // Long interval: only the immediate first probe can have found B down in time.
-    let cfg = service(
-        bind,
-        "roundrobin",
+    all_land_on_a(
         &format!("retries = 0\n{}", check("hc", "30s", 2, 3)),
-        &[("A", a1.addr, ""), ("B", dead, "")],
-    );
-    let _v = Vipgate::start(&cfg, bind);
-    let results: Vec<Option<String>> = (0..10).map(|_| try_which_server(bind)).collect();
-    assert!(
-        results.iter().all(|r| r.as_deref() == Some("A")),
-        "every connection should land on A (B was down at start): {results:?}"
+        "every connection should land on A (B was down at start)",
     );
 }
 
 #[test]
 fn connect_failure_retries_on_next_server() {
-    let a1 = Backend::echo_any("A");
-    let dead = free_addr();
-    let bind = free_addr();
-    let cfg = service(bind, "roundrobin", "", &[("A", a1.addr, ""), ("B", dead, "")]);
-    let _v = Vipgate::start(&cfg, bind);
-    let results: Vec<Option<String>> = (0..10).map(|_| try_which_server(bind)).collect();
-    assert!(
-        results.iter().all(|r| r.as_deref() == Some("A")),
-        "with no check, connects to dead B must be retried on A: {results:?}"
-    );
+    all_land_on_a("", "with no check, connects to dead B must be retried on A");
 }
 
 #[test]
 fn no_retries_and_dead_server_closes_client() {
     let dead = free_addr();
-    let bind = free_addr();
-    let cfg = service(bind, "roundrobin", "retries = 0", &[("B", dead, "")]);
-    let mut v = Vipgate::spawn(&cfg);
-    v.wait_ready(bind);
+    let (_v, bind) = start("roundrobin", "retries = 0", &[("B", dead, "")]);
     for _ in 0..3 {
         let mut s = connect(bind);
         let r = wait_closed(&mut s, Duration::from_secs(10));

@@ -4,28 +4,21 @@
 mod common;
 
 use std::io::Write;
-use std::net::{Shutdown, SocketAddr};
+use std::net::Shutdown;
 use std::time::Duration;
 
 use common::*;
 
-fn config(svc: &str, bind: SocketAddr, extra: &str, list: &[(&str, SocketAddr, &str)]) -> String {
-    format!("{}\n[services.{svc}]\nbind = \"{}\"\n{extra}\n{}", global(""), a(bind), servers(svc, list))
-}
-
-/// The connection log line for the client at local port `port`.
+/// The connection log line (the one with `end=`) for the client at local port `port`.
 fn line_for(v: &Vipgate, port: u16) -> String {
-    let client = format!("127.0.0.1:{port}");
-    v.wait_log_line(WAIT, |l| field(l, "client").as_deref() == Some(client.as_str()) && l.contains("end="))
-        .unwrap_or_else(|| panic!("no connection log line with client={client} and end=:\n{}", v.log()))
+    v.wait_client_line(port, |l| l.contains("end="))
 }
 
 #[test]
 fn client_close_line_has_all_fields() {
-    let backend = Backend::echo_any("db1");
-    let bind = free_addr();
-    let v = Vipgate::start(&config("logsvc", bind, "", &[("db1", backend.addr, "")]), bind);
-    let (mut s, _) = hold(bind);
+    let svc = echo_service("logsvc", "", "", &[("db1", "")]);
+    let v = &svc.vipgate;
+    let (mut s, _) = hold(svc.bind);
     let port = s.local_addr().unwrap().port();
     s.write_all(b"hello\n").unwrap();
     assert_eq!(read_line(&mut s).unwrap(), "hello");
@@ -33,7 +26,7 @@ fn client_close_line_has_all_fields() {
     let _ = wait_closed(&mut s, Duration::from_secs(10));
     drop(s);
 
-    let line = line_for(&v, port);
+    let line = line_for(v, port);
     assert_eq!(field(&line, "service").as_deref(), Some("logsvc"), "{line}");
     assert_eq!(field(&line, "server").as_deref(), Some("db1"), "{line}");
     assert_eq!(field(&line, "end").as_deref(), Some("client_close"), "{line}");
@@ -52,8 +45,7 @@ fn server_close_is_logged() {
         let _ = s.write_all(b"closer\n");
         let _ = s.shutdown(Shutdown::Both);
     });
-    let bind = free_addr();
-    let v = Vipgate::start(&config("logsvc", bind, "", &[("closer", backend.addr, "")]), bind);
+    let (v, bind) = start_service("", "logsvc", "", &[("closer", backend.addr, "")]);
     let mut s = connect(bind);
     let port = s.local_addr().unwrap().port();
     assert_eq!(read_line(&mut s).unwrap(), "closer");
@@ -67,8 +59,7 @@ fn server_close_is_logged() {
 #[test]
 fn connect_failure_is_logged() {
     let dead = free_addr();
-    let bind = free_addr();
-    let v = Vipgate::start(&config("deadsvc", bind, "retries = 0", &[("gone", dead, "")]), bind);
+    let (v, bind) = start_service("", "deadsvc", "retries = 0", &[("gone", dead, "")]);
     let mut s = connect(bind);
     let port = s.local_addr().unwrap().port();
     let _ = wait_closed(&mut s, Duration::from_secs(10));
@@ -80,12 +71,11 @@ fn connect_failure_is_logged() {
 
 #[test]
 fn log_lines_have_no_terminal_escapes() {
-    let backend = Backend::echo_any("db1");
-    let bind = free_addr();
-    let v = Vipgate::start(&config("plain", bind, "", &[("db1", backend.addr, "")]), bind);
-    let (s, _) = hold(bind);
+    let svc = echo_service("plain", "", "", &[("db1", "")]);
+    let v = &svc.vipgate;
+    let (s, _) = hold(svc.bind);
     let port = s.local_addr().unwrap().port();
     drop(s);
-    let line = line_for(&v, port);
+    let line = line_for(v, port);
     assert!(!v.log().contains('\u{1b}'), "stderr is a file, yet the log has ANSI escapes: {line:?}");
 }

@@ -291,10 +291,12 @@ async fn negative_control_abandoned_handshakes_get_the_host_blocked() {
     login_from(CONTROL, &db).await.expect("login after FLUSH HOSTS");
 }
 
-/// (a) vipgate's `kind = "tcp"` probe: connect, then reset at once without reading
-/// (vipgate::net::connect + vipgate::net::abort, exactly what src/health/tcp.rs does).
+/// (a) A bare TCP probe: connect, then reset at once without reading
+/// (vipgate::net::connect + vipgate::net::abort, what src/health/tcp.rs first did and what
+/// issue 2 suggested).
 ///
-/// Finding: this is NOT traceless. Whether MariaDB counts such a connection is a race:
+/// Finding: this is NOT traceless, which is why `kind = "tcp"` now answers a MySQL
+/// greeting politely (src/health/tcp.rs; proven in tests/mariadb_soak.rs). Whether MariaDB counts such a connection is a race:
 /// when the reset arrives before the server thread asks for the peer address, the
 /// connection is dropped as Connection_errors_peer_address (not counted); when the server
 /// got there first, it sends the greeting, its read fails, and that is a handshake error

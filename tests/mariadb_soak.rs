@@ -1,7 +1,7 @@
 //! Minutes of real probing through the `vipgate` binary against a real MariaDB with
 //! `max_connect_errors = 5`, from source addresses other than 127.0.0.1 (MariaDB exempts
-//! loopback 127.0.0.1 from host blocking): `kind = "mysql"` with a user, and greeting-only
-//! `kind = "mysql"`, must never get the balancer's address blocked.
+//! loopback 127.0.0.1 from host blocking): `kind = "tcp"`, `kind = "mysql"` with a user, and
+//! greeting-only `kind = "mysql"`, must never get the balancer's address blocked.
 //!
 //! `VIPGATE_MARIADB_SOAK_SECS` sets the duration (default 180 s).
 
@@ -20,6 +20,7 @@ const USER: &str = "vgsoak";
 const PASSWORD: &str = "s0ak-s3cret";
 const WITH_USER: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 4);
 const GREETING_ONLY: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 5);
+const TCP: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 6);
 
 fn host_errors(db: &MariaDb, ip: Ipv4Addr) -> u64 {
     let out = db
@@ -41,28 +42,30 @@ fn minutes_of_mysql_probes_never_block_the_balancer() {
     ))
     .expect("create probe user");
     let secs: u64 = std::env::var("VIPGATE_MARIADB_SOAK_SECS").ok().and_then(|v| v.parse().ok()).unwrap_or(180);
-    let (a, b) = (free_addr(), free_addr());
+    let (a, b, c) = (free_addr(), free_addr(), free_addr());
     let cfg = format!(
         "{}\n[services.withuser]\nbind = \"{a}\"\nsource = \"{WITH_USER}\"\n[services.withuser.check]\nkind = \"mysql\"\n\
          user = \"{USER}\"\npassword = \"{PASSWORD}\"\ninterval = \"25ms\"\ntimeout = \"2s\"\n\
          [[services.withuser.servers]]\nname = \"db\"\naddress = \"{db_addr}\"\n\
          [services.greeting]\nbind = \"{b}\"\nsource = \"{GREETING_ONLY}\"\n[services.greeting.check]\nkind = \"mysql\"\n\
-         interval = \"25ms\"\ntimeout = \"2s\"\n[[services.greeting.servers]]\nname = \"db\"\naddress = \"{db_addr}\"\n",
+         interval = \"25ms\"\ntimeout = \"2s\"\n[[services.greeting.servers]]\nname = \"db\"\naddress = \"{db_addr}\"\n\
+         [services.tcp]\nbind = \"{c}\"\nsource = \"{TCP}\"\n[services.tcp.check]\nkind = \"tcp\"\n\
+         interval = \"25ms\"\ntimeout = \"2s\"\n[[services.tcp.servers]]\nname = \"db\"\naddress = \"{db_addr}\"\n",
         global(""),
         db_addr = db.addr(),
     );
     let c0 = connections(&db);
-    let mut v = Vipgate::spawn(&cfg);
+    let v = Vipgate::spawn(&cfg);
     std::thread::sleep(Duration::from_secs(secs));
     let probes = connections(&db) - c0;
     let log = v.log();
     drop(v);
 
-    println!("{probes} probe connections in {secs} s from {WITH_USER} and {GREETING_ONLY}");
+    println!("{probes} probe connections in {secs} s from {WITH_USER}, {GREETING_ONLY} and {TCP}");
     // Enough probes that max_connect_errors = 5 would have tripped many times over.
-    assert!(probes > 20 * secs, "only {probes} probes in {secs} s: vipgate did not probe\n{log}");
+    assert!(probes > 30 * secs, "only {probes} probes in {secs} s: vipgate did not probe\n{log}");
     assert!(log.contains("server is UP") || log.contains("server is DOWN"), "{log}");
-    for ip in [WITH_USER, GREETING_ONLY] {
+    for ip in [WITH_USER, GREETING_ONLY, TCP] {
         assert_eq!(host_errors(&db, ip), 0, "MariaDB counted connect errors against {ip}");
         // And a real login from that address still works.
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();

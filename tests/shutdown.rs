@@ -34,23 +34,12 @@ fn slow_backend() -> Backend {
 }
 
 fn expected_hash() -> (u64, u64) {
-    let mut pat = Pattern::new(0xd7a1);
-    let mut h = StreamHash::default();
-    let mut buf = vec![0u8; SLOW_CHUNK];
-    for _ in 0..SLOW_TOTAL / SLOW_CHUNK {
-        pat.fill(&mut buf);
-        h.update(&buf);
-    }
-    h.finish()
+    pattern_stream(0xd7a1, SLOW_CHUNK, SLOW_TOTAL as u64, |_| {})
 }
 
-fn config(bind: SocketAddr, backend: SocketAddr, global_extra: &str) -> String {
-    format!(
-        "{}\n[services.drain]\nbind = \"{}\"\n{}",
-        global(global_extra),
-        a(bind),
-        servers("drain", &[("b1", backend, "")])
-    )
+/// Echo backend `b1` behind service `drain`, with `global_extra` in `[global]`.
+fn drain_service(global_extra: &str) -> EchoService {
+    echo_service_in(global_extra, "drain", "", "", &[("b1", "")])
 }
 
 /// Poll until a connect to `addr` is refused; Err with what happened otherwise.
@@ -71,8 +60,7 @@ fn wait_refused(addr: SocketAddr, timeout: Duration) -> Result<Duration, String>
 #[test]
 fn sigterm_refuses_new_connects_and_drains_in_flight_transfer() {
     let backend = slow_backend();
-    let bind = free_addr();
-    let mut v = Vipgate::start(&config(bind, backend.addr, ""), bind); // default grace (30s)
+    let (mut v, bind) = start_service("", "drain", "", &[("b1", backend.addr, "")]); // default grace (30s)
 
     let mut s = connect(bind);
     let mut h = StreamHash::default();
@@ -85,62 +73,48 @@ fn sigterm_refuses_new_connects_and_drains_in_flight_transfer() {
     let refused = wait_refused(bind, Duration::from_secs(5));
     assert!(refused.is_ok(), "after SIGTERM: {}", refused.unwrap_err());
 
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => h.update(&buf[..n]),
-            Err(e) => panic!("in-flight transfer broken after {} bytes: {e}\n{}", h.len, v.log()),
-        }
+    if let Err(e) = hash_to_eof(&mut s, &mut h, buf.len(), u64::MAX) {
+        panic!("in-flight transfer broken after {} bytes: {e}\n{}", h.len, v.log());
     }
     assert_eq!(h.finish(), expected_hash(), "in-flight transfer not intact ({} bytes)", h.len);
     // The server is done and so is the client: close our side too (a half-closed
     // connection is still a connection to drain).
     drop(s);
 
-    let st = v.wait_exit(WAIT).expect("vipgate still running after its last connection ended");
-    assert_eq!(st.code(), Some(0), "exit status after SIGTERM drain: {st}");
+    v.expect_exit_zero("after SIGTERM drain, once its last connection ended");
 }
 
 #[test]
 fn sigterm_without_connections_exits_promptly() {
-    let backend = Backend::echo_any("b1");
-    let bind = free_addr();
-    let mut v = Vipgate::start(&config(bind, backend.addr, ""), bind);
+    let mut svc = drain_service("");
     // The readiness probe's connection must be gone before we signal.
     thread::sleep(Duration::from_millis(300));
-    v.signal(libc::SIGTERM);
-    let st = v.wait_exit(WAIT).expect("idle vipgate did not exit after SIGTERM (grace is 30s, nothing to drain)");
-    assert_eq!(st.code(), Some(0), "exit status: {st}");
+    svc.vipgate.signal(libc::SIGTERM);
+    svc.vipgate.expect_exit_zero("after SIGTERM while idle (grace is 30s, nothing to drain)");
 }
 
 #[test]
 fn grace_expiry_closes_idle_connection_and_exits_zero() {
-    let backend = Backend::echo_any("b1");
-    let bind = free_addr();
-    let mut v = Vipgate::start(&config(bind, backend.addr, "grace = \"500ms\""), bind);
-    let (mut s, _) = hold(bind);
+    let mut svc = drain_service("grace = \"500ms\"");
+    let v = &mut svc.vipgate;
+    let (mut s, _) = hold(svc.bind);
     let port = s.local_addr().unwrap().port();
     v.signal(libc::SIGTERM);
-    let st = v.wait_exit(WAIT).expect("vipgate did not exit after grace = 500ms");
-    assert_eq!(st.code(), Some(0), "exit status after grace expiry: {st}");
+    v.expect_exit_zero("after SIGTERM with grace = 500ms (grace expiry)");
     let r = wait_closed(&mut s, Duration::from_secs(5));
     assert!(r.is_ok(), "client connection after exit: {}", r.unwrap_err());
-    let client = format!("127.0.0.1:{port}");
-    let log = v.log();
-    let line = log.lines().find(|l| field(l, "client").as_deref() == Some(client.as_str()));
-    let line = line.unwrap_or_else(|| panic!("no connection log line for client={client}:\n{log}"));
-    assert_eq!(field(line, "end").as_deref(), Some("shutdown"), "end of a connection cut at grace end: {line}");
+    let line = v.wait_client_line(port, |_| true);
+    assert_eq!(field(&line, "end").as_deref(), Some("shutdown"), "end of a connection cut at grace end: {line}");
 }
 
 #[test]
 fn sigint_also_drains_and_exits_zero() {
-    let backend = Backend::echo_any("b1");
-    let bind = free_addr();
-    let mut v = Vipgate::start(&config(bind, backend.addr, "grace = \"500ms\""), bind);
+    let mut svc = drain_service("grace = \"500ms\"");
+    let bind = svc.bind;
+    let v = &mut svc.vipgate;
     let (_s, _) = hold(bind);
     v.signal(libc::SIGINT);
     let refused = wait_refused(bind, Duration::from_secs(5));
     assert!(refused.is_ok() || v.try_wait().is_some(), "after SIGINT: {:?}", refused);
-    let st = v.wait_exit(WAIT).expect("vipgate did not exit after SIGINT");
-    assert_eq!(st.code(), Some(0), "exit status after SIGINT: {st}");
+    v.expect_exit_zero("after SIGINT");
 }

@@ -3,48 +3,43 @@
 mod common;
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::TcpStream;
 use std::thread;
 use std::time::Duration;
 use tokio::time::Instant;
 
 use common::*;
 
-fn config(bind: SocketAddr, backend: SocketAddr, client: &str, server: &str) -> String {
-    format!(
-        "{}\n[services.idle]\nbind = \"{}\"\nclient_timeout = \"{client}\"\nserver_timeout = \"{server}\"\n{}",
-        global(""),
-        a(bind),
-        servers("idle", &[("b1", backend, "")])
-    )
+/// Echo backend `b1` behind service `idle` with the given client/server timeouts, and a
+/// connection held open through it with the server name it got.
+fn held(client: &str, server: &str) -> (EchoService, TcpStream, String) {
+    let svc = echo_service(
+        "idle",
+        "",
+        &format!("client_timeout = \"{client}\"\nserver_timeout = \"{server}\""),
+        &[("b1", "")],
+    );
+    let (s, name) = hold(svc.bind);
+    (svc, s, name)
 }
 
 #[test]
 fn idle_connection_is_closed() {
-    let backend = Backend::echo_any("b1");
-    let bind = free_addr();
-    let v = Vipgate::start(&config(bind, backend.addr, "300ms", "300ms"), bind);
-    let (mut s, name) = hold(bind);
+    let (svc, mut s, name) = held("300ms", "300ms");
     assert_eq!(name, "b1");
     let port = s.local_addr().unwrap().port();
     let r = wait_closed(&mut s, Duration::from_secs(10));
     assert!(r.is_ok(), "idle connection with 300ms timeouts: {}", r.unwrap_err());
 
     // The connection log line names a timeout as the end.
-    let client = format!("127.0.0.1:{port}");
-    let line = v
-        .wait_log_line(WAIT, |l| field(l, "client").as_deref() == Some(client.as_str()))
-        .unwrap_or_else(|| panic!("no log line with client={client}:\n{}", v.log()));
+    let line = svc.vipgate.wait_client_line(port, |_| true);
     let end = field(&line, "end").unwrap_or_default();
     assert!(end == "client_timeout" || end == "server_timeout", "end should be a timeout: {line}");
 }
 
 #[test]
 fn active_connection_stays_open() {
-    let backend = Backend::echo_any("b1");
-    let bind = free_addr();
-    let _v = Vipgate::start(&config(bind, backend.addr, "300ms", "300ms"), bind);
-    let (mut s, _) = hold(bind);
+    let (_svc, mut s, _) = held("300ms", "300ms");
     let start = Instant::now();
     let mut i = 0;
     while start.elapsed() < Duration::from_millis(1500) {
@@ -59,10 +54,7 @@ fn active_connection_stays_open() {
 
 #[test]
 fn zero_means_no_timeout() {
-    let backend = Backend::echo_any("b1");
-    let bind = free_addr();
-    let _v = Vipgate::start(&config(bind, backend.addr, "0", "0"), bind);
-    let (mut s, _) = hold(bind);
+    let (_svc, mut s, _) = held("0", "0");
     thread::sleep(Duration::from_millis(1500));
     s.write_all(b"still here\n").expect("write after idle");
     assert_eq!(read_line(&mut s).unwrap(), "still here", "connection with timeouts \"0\" was closed while idle");

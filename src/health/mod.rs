@@ -27,7 +27,7 @@ use state::{HealthState, Transition};
 /// The probe for a check kind; fails only on TLS settings (unreadable CA file).
 pub fn build_probe(kind: &CheckKind, timeout: Duration) -> Result<Arc<dyn Probe>, String> {
     Ok(match kind {
-        CheckKind::Tcp => Arc::new(tcp::TcpProbe),
+        CheckKind::Tcp => Arc::new(tcp::TcpProbe::new(timeout)),
         CheckKind::Http(h) => Arc::new(http::HttpProbe::new(h, false)?),
         CheckKind::Clustercheck(h) => Arc::new(clustercheck::ClustercheckProbe::new(h)?),
         CheckKind::Mysql(m) => Arc::new(mysql::MysqlProbe::new(m, timeout)),
@@ -49,14 +49,16 @@ pub async fn probe_once(probe: &dyn Probe, check: &Check, target: &Target) -> Ve
     }
 }
 
-/// Start checking every server of one service. Each receiver fires once that server's
-/// first probe has finished, so the caller can hold its listener until then.
-pub fn spawn_checks(
-    service: &str,
-    check: &Check,
-    on_down: OnDown,
-    servers: &[Arc<Server>],
-) -> Result<(Vec<JoinHandle<()>>, Vec<oneshot::Receiver<()>>), String> {
+/// The probe tasks of one service.
+pub struct Checks {
+    pub tasks: Vec<JoinHandle<()>>,
+    /// One per server; fires once that server's first probe has finished, so the caller
+    /// can hold its listener until then.
+    pub first_round: Vec<oneshot::Receiver<()>>,
+}
+
+/// Start checking every server of one service.
+pub fn spawn_checks(service: &str, check: &Check, on_down: OnDown, servers: &[Arc<Server>]) -> Result<Checks, String> {
     let probe = build_probe(&check.kind, check.timeout)?;
     let n = servers.len().max(1) as u32;
     let mut tasks = Vec::with_capacity(servers.len());
@@ -75,7 +77,7 @@ pub fn spawn_checks(
         tasks.push(tokio::spawn(job.run(tx)));
         first.push(rx);
     }
-    Ok((tasks, first))
+    Ok(Checks { tasks, first_round: first })
 }
 
 struct CheckJob {

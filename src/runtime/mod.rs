@@ -93,9 +93,10 @@ pub async fn start(config: &Config) -> Result<Running, RunError> {
     let mut first_rounds = Vec::new();
     for (svc_cfg, svc) in config.services.iter().zip(current.services.iter()) {
         if let Some(check) = &svc_cfg.check {
-            let (tasks, first) = health::spawn_checks(&svc.name, check, svc.on_down, svc.pool.servers())
+            let checks = health::spawn_checks(&svc.name, check, svc.on_down, svc.pool.servers())
                 .map_err(|message| RunError::Check { service: svc.name.clone(), message })?;
-            check_tasks.extend(tasks);
+            check_tasks.extend(checks.tasks);
+            let first = checks.first_round;
             // Bounded: a probe never outlives its timeout, plus slack for a busy machine.
             let bound = check.timeout + Duration::from_secs(1);
             first_rounds.push(async move {

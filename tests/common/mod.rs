@@ -90,6 +90,29 @@ pub fn check(svc: &str, interval: &str, rise: u32, fall: u32) -> String {
     format!("\n[services.{svc}.check]\nkind = \"tcp\"\ninterval = \"{interval}\"\nrise = {rise}\nfall = {fall}\n")
 }
 
+/// A whole config with one service `svc` bound to `bind`: the `[global]` block (with
+/// `global_extra`), then `[services.SVC]` with the service-level lines `keys`, then its
+/// servers as (name, address, extra-lines) triples.
+pub fn service_toml(
+    global_extra: &str,
+    svc: &str,
+    bind: SocketAddr,
+    keys: &str,
+    list: &[(&str, SocketAddr, &str)],
+) -> String {
+    format!("{}\n[services.{svc}]\nbind = \"{}\"\n{keys}\n{}", global(global_extra), a(bind), servers(svc, list))
+}
+
+/// Service-level lines: `balance = "BALANCE"` (left out when `balance` is empty), then
+/// `extra`.
+pub fn balance_keys(balance: &str, extra: &str) -> String {
+    if balance.is_empty() {
+        extra.to_string()
+    } else {
+        format!("balance = \"{balance}\"\n{extra}")
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // The vipgate child process
 // ---------------------------------------------------------------------------------------
@@ -208,16 +231,21 @@ impl Vipgate {
 
     /// Wait until a stderr line satisfies `pred`; returns that line.
     pub fn wait_log_line(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(l) = self.log().lines().find(|l| pred(l)) {
-                return Some(l.to_string());
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
+        poll(timeout, Duration::from_millis(50), || self.log().lines().find(|l| pred(l)).map(str::to_string))
+    }
+
+    /// Wait for the stderr line whose `client=` field is 127.0.0.1:`port` and which also
+    /// satisfies `pred`; panics with the log if none shows up within `WAIT`.
+    pub fn wait_client_line(&self, port: u16, pred: impl Fn(&str) -> bool) -> String {
+        let client = format!("127.0.0.1:{port}");
+        self.wait_log_line(WAIT, |l| field(l, "client").as_deref() == Some(client.as_str()) && pred(l))
+            .unwrap_or_else(|| panic!("no log line with client={client}:\n{}", self.log()))
+    }
+
+    /// Wait (up to `WAIT`) for the process to exit, and require exit status 0.
+    pub fn expect_exit_zero(&mut self, what: &str) {
+        let st = self.wait_exit(WAIT).unwrap_or_else(|| panic!("vipgate still running {what}"));
+        assert_eq!(st.code(), Some(0), "exit status {what}: {st}");
     }
 
     pub fn signal(&self, sig: libc::c_int) {
@@ -239,16 +267,7 @@ impl Vipgate {
 
     /// Wait for the process to exit; None if still running at the deadline.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            if let Some(st) = self.try_wait() {
-                return Some(st);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            thread::sleep(Duration::from_millis(20));
-        }
+        eventually(timeout, || self.try_wait())
     }
 }
 
@@ -268,6 +287,61 @@ impl Drop for Vipgate {
         let _ = fs::remove_file(&self.log_path);
         let _ = fs::remove_file(&self.out_path);
     }
+}
+
+/// Start vipgate with the one service of `service_toml(global_extra, svc, BIND, keys,
+/// list)` on a fresh 127.0.0.1 port BIND, and wait until BIND accepts.
+pub fn start_service(
+    global_extra: &str,
+    svc: &str,
+    keys: &str,
+    list: &[(&str, SocketAddr, &str)],
+) -> (Vipgate, SocketAddr) {
+    let bind = free_addr();
+    let v = Vipgate::start(&service_toml(global_extra, svc, bind, keys, list), bind);
+    (v, bind)
+}
+
+/// Echo backends behind a running vipgate service (see `echo_service`). Dropping it kills
+/// vipgate first, then stops the backends.
+pub struct EchoService {
+    pub vipgate: Vipgate,
+    pub bind: SocketAddr,
+    /// In the order the servers were given.
+    pub backends: Vec<Backend>,
+}
+
+impl EchoService {
+    /// The backend named `name`.
+    pub fn backend(&self, name: &str) -> &Backend {
+        self.backends.iter().find(|b| b.name == name).unwrap_or_else(|| panic!("no backend named {name:?}"))
+    }
+
+    pub fn backend_mut(&mut self, name: &str) -> &mut Backend {
+        self.backends.iter_mut().find(|b| b.name == name).unwrap_or_else(|| panic!("no backend named {name:?}"))
+    }
+}
+
+/// Start one echo backend per (name, server-extra-lines) pair in `list`, each announcing
+/// the name it has as a server, then a vipgate service `svc` (default `[global]`) over them
+/// with `balance_keys(balance, extra)`, and wait until it accepts.
+pub fn echo_service(svc: &str, balance: &str, extra: &str, list: &[(&str, &str)]) -> EchoService {
+    echo_service_in("", svc, balance, extra, list)
+}
+
+/// `echo_service` with `global_extra` lines in the `[global]` block.
+pub fn echo_service_in(
+    global_extra: &str,
+    svc: &str,
+    balance: &str,
+    extra: &str,
+    list: &[(&str, &str)],
+) -> EchoService {
+    let backends: Vec<Backend> = list.iter().map(|(name, _)| Backend::echo_any(name)).collect();
+    let servers: Vec<(&str, SocketAddr, &str)> =
+        list.iter().zip(&backends).map(|((name, extra), b)| (*name, b.addr, *extra)).collect();
+    let (vipgate, bind) = start_service(global_extra, svc, &balance_keys(balance, extra), &servers);
+    EchoService { vipgate, bind, backends }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -504,6 +578,16 @@ pub fn which_server_from(src: IpAddr, addr: SocketAddr) -> Option<String> {
     named(read_line(&mut s))
 }
 
+/// The names of `n` successive connections to `addr` (each must get one).
+pub fn server_names(addr: SocketAddr, n: usize) -> Vec<String> {
+    (0..n).map(|_| which_server(addr)).collect()
+}
+
+/// What `n` successive connections to `addr` got: a server name, or None.
+pub fn try_server_names(addr: SocketAddr, n: usize) -> Vec<Option<String>> {
+    (0..n).map(|_| try_which_server(addr)).collect()
+}
+
 /// Wait until the connection is closed by the peer: Ok(elapsed) on EOF or reset; Err if
 /// data arrived instead or nothing happened within `timeout`.
 pub fn wait_closed(s: &mut TcpStream, timeout: Duration) -> Result<Duration, String> {
@@ -530,7 +614,12 @@ pub fn tally<'a>(names: impl IntoIterator<Item = &'a String>) -> Vec<(String, us
 }
 
 /// Poll `f` until it returns Some, or give up at the deadline.
-pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+pub fn eventually<T>(timeout: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    poll(timeout, Duration::from_millis(20), f)
+}
+
+/// Call `f` every `every` until it returns Some, or give up at the deadline.
+pub fn poll<T>(timeout: Duration, every: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -539,7 +628,7 @@ pub fn eventually<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Opt
         if Instant::now() > deadline {
             return None;
         }
-        thread::sleep(Duration::from_millis(20));
+        thread::sleep(every);
     }
 }
 
@@ -617,6 +706,47 @@ impl StreamHash {
         }
         h.mix(h.len);
         (h.h, h.len)
+    }
+}
+
+/// Generate `total` bytes of `Pattern::new(seed)`, `chunk` bytes at a time (`total` a
+/// multiple of `chunk`, `chunk` a multiple of 8), hand each chunk to `each`, and return the
+/// `StreamHash::finish` of the whole stream.
+pub fn pattern_stream(seed: u64, chunk: usize, total: u64, mut each: impl FnMut(&[u8])) -> (u64, u64) {
+    assert!(total % chunk as u64 == 0, "total {total} is not a multiple of chunk {chunk}");
+    let mut pat = Pattern::new(seed);
+    let mut h = StreamHash::default();
+    let mut buf = vec![0u8; chunk];
+    for _ in 0..total / chunk as u64 {
+        pat.fill(&mut buf);
+        each(&buf);
+        h.update(&buf);
+    }
+    h.finish()
+}
+
+/// Write `total` bytes of `Pattern::new(seed)` to `w` in `chunk`-byte writes, then shut
+/// down the write side; returns the hash of what was sent.
+pub fn send_pattern(w: &mut TcpStream, seed: u64, chunk: usize, total: u64) -> (u64, u64) {
+    let sent = pattern_stream(seed, chunk, total, |buf| {
+        w.write_all(buf).unwrap_or_else(|e| panic!("write pattern stream: {e}"));
+    });
+    w.shutdown(Shutdown::Write).expect("shut down write side after the pattern stream");
+    sent
+}
+
+/// Read `s` to EOF in reads of up to `buf_size` bytes, feeding `h`; panics as soon as more
+/// than `limit` bytes have arrived in all. A read error is returned (`h` keeps what came
+/// before it).
+pub fn hash_to_eof(s: &mut TcpStream, h: &mut StreamHash, buf_size: usize, limit: u64) -> io::Result<()> {
+    let mut buf = vec![0u8; buf_size];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(n) => h.update(&buf[..n]),
+            Err(e) => return Err(e),
+        }
+        assert!(h.len <= limit, "received more than {limit} bytes ({})", h.len);
     }
 }
 
