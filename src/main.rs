@@ -61,10 +61,10 @@ struct ClustercheckArgs {
     #[arg(long)]
     credentials_file: Option<PathBuf>,
     /// A donor/desynced node (wsrep_local_state 2) counts as synced (env AVAILABLE_WHEN_DONOR=1).
-    #[arg(long, env = "AVAILABLE_WHEN_DONOR", value_parser = parse_flag, default_value = "0")]
+    #[arg(long, env = "AVAILABLE_WHEN_DONOR", value_parser = parse_flag, default_value = "0", action = clap::ArgAction::Set)]
     available_when_donor: bool,
     /// A read_only node counts as synced (env AVAILABLE_WHEN_READONLY; default 1, as the script).
-    #[arg(long, env = "AVAILABLE_WHEN_READONLY", value_parser = parse_flag, default_value = "1")]
+    #[arg(long, env = "AVAILABLE_WHEN_READONLY", value_parser = parse_flag, default_value = "1", action = clap::ArgAction::Set)]
     available_when_readonly: bool,
     /// How long one verdict answers every probe.
     #[arg(long, default_value = "1s", value_parser = parse_duration_arg)]

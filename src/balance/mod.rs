@@ -171,6 +171,19 @@ impl Pool {
 
     /// Remember what was chosen; on a failback with `drain`, close the sessions left on the
     /// server (or tier) traffic is leaving, so there is only ever one writer.
+    /// Lease the first server `wanted` accepts if it may take traffic now (cookie
+    /// persistence): usable and not tried. Failback policy does not apply: the client
+    /// asked for this server, and it is up.
+    pub fn pick_where(&self, wanted: impl Fn(&Server) -> bool, tried: &Tried) -> Option<Lease> {
+        let index = (0..self.servers.len()).find(|&i| wanted(&self.servers[i]))?;
+        if !self.available(index, tried) {
+            return None;
+        }
+        let server = Arc::clone(&self.servers[index]);
+        server.acquire();
+        Some(Lease { server })
+    }
+
     fn note_choice(&self, index: usize, tier: u32) {
         let prev_server = self.current_server.swap(index, Relaxed);
         let prev_tier = self.current_tier.swap(tier as usize, Relaxed);

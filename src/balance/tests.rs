@@ -185,6 +185,8 @@ fn tiered(spec: &[(&str, u32)]) -> Vec<Arc<Server>> {
                 source: None,
                 check_port: None,
                 check_address: None,
+                cookie: None,
+                pool: None,
             };
             Arc::new(Server::new(&cfg, None))
         })

@@ -247,7 +247,7 @@ impl Validator {
         Some(p.to_string())
     }
 
-    fn header_value(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<String> {
+    pub(super) fn header_value(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<String> {
         let v = self.string(key, value)?;
         if v.bytes().any(|b| b == b'\r' || b == b'\n' || b == 0) {
             self.err(value.span(), format!("\"{}\" must not contain line breaks", key.get_ref()));
@@ -256,7 +256,7 @@ impl Validator {
         Some(v.to_string())
     }
 
-    fn headers(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Vec<(String, String)>> {
+    pub(super) fn headers(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Vec<(String, String)>> {
         let DeValue::Table(t) = value.get_ref() else {
             self.err(value.span(), "\"headers\" must be a table, e.g. headers = { Authorization = \"Basic ...\" }");
             return None;

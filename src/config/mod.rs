@@ -3,13 +3,16 @@
 
 mod check;
 mod duration;
+pub mod http;
 pub mod model;
 mod validate;
+mod validate_http;
 
 use std::fmt;
 use std::path::Path;
 
 pub use duration::{format_duration, parse_duration, DurationError};
+pub use http::*;
 pub use model::*;
 pub use validate::{parse_bind, parse_server_addr, Problem};
 

@@ -36,6 +36,7 @@ pub struct Admin {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
     Tcp,
+    Http,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -115,6 +116,12 @@ pub struct Service {
     /// off, only the first usable server of that tier serves (one Galera writer).
     pub all_backups: bool,
     pub servers: Vec<Server>,
+    /// `mode = "http"` settings; `None` in tcp mode.
+    pub http: Option<super::http::Http>,
+    /// Write a PROXY protocol header to servers before any client byte.
+    pub send_proxy: Option<super::http::ProxyVersion>,
+    /// Clients (front balancers) that open with a PROXY protocol header.
+    pub accept_proxy: Option<super::http::AcceptProxy>,
 }
 
 /// What happens to a server's open connections when it is marked down.
@@ -152,6 +159,11 @@ pub struct Server {
     pub check_port: Option<u16>,
     /// Probe this address instead of the check's or the server's.
     pub check_address: Option<IpAddr>,
+    /// Value of the persistence cookie naming this server (default: its name).
+    pub cookie: Option<String>,
+    /// The route pool this server belongs to (`[[services.NAME.routes]]`); `None` = the
+    /// service's default pool.
+    pub pool: Option<String>,
 }
 
 impl Server {

@@ -15,6 +15,7 @@ use toml::Spanned;
 use super::check::CheckFields;
 use super::duration::parse_duration;
 use super::model::*;
+use super::validate_http::{HttpFields, HTTP_KEYS, PROXY_KEYS};
 
 pub(super) type Key<'i> = Spanned<Cow<'i, str>>;
 pub(super) type Val<'i> = Spanned<DeValue<'i>>;
@@ -81,6 +82,7 @@ struct ServiceFields {
     failback: Option<Failback>,
     all_backups: Option<bool>,
     servers: Option<Vec<(Server, Range<usize>)>>,
+    http: HttpFields,
 }
 
 const SERVICE_KEYS: &[&str] = &[
@@ -212,12 +214,9 @@ impl Validator {
                 "mode" => {
                     f.mode = self.string(key, value).and_then(|s| match s {
                         "tcp" => Some(Mode::Tcp),
-                        "http" => {
-                            self.err(value.span(), "mode \"http\" is not available in this version; use \"tcp\"");
-                            None
-                        }
+                        "http" => Some(Mode::Http),
                         other => {
-                            self.err(value.span(), format!("unknown mode \"{other}\" (expected \"tcp\")"));
+                            self.err(value.span(), format!("unknown mode \"{other}\" (expected \"tcp\" or \"http\")"));
                             None
                         }
                     })
@@ -280,7 +279,13 @@ impl Validator {
                 }
                 "all_backups" => f.all_backups = self.boolean(key, value),
                 "servers" => f.servers = Some(self.servers(key, value)),
-                _ => self.unknown(key, section, SERVICE_KEYS),
+                _ => {
+                    if !self.http_field(&mut f.http, key, value) {
+                        let known: Vec<&str> =
+                            SERVICE_KEYS.iter().chain(HTTP_KEYS).chain(PROXY_KEYS).copied().collect();
+                        self.unknown(key, section, &known);
+                    }
+                }
             }
         }
         f
@@ -307,7 +312,12 @@ impl Validator {
             self.err(name.span(), format!("service \"{svc_name}\" has no bind (add bind = [\"IP:PORT\"])"));
         }
         let servers = f.servers.clone().unwrap_or_default();
-        if servers.is_empty() {
+        let http_fields = defaults.http.merged(&f.http);
+        let mode = f.mode.or(defaults.mode).unwrap_or(Mode::Tcp);
+        let redirects_only = mode == Mode::Http && http_fields.redirects_only();
+        if servers.is_empty() && redirects_only {
+            // A plain port that only redirects to https needs no server.
+        } else if servers.is_empty() {
             self.err(
                 name.span(),
                 format!("service \"{svc_name}\" has no servers (add [[services.{svc_name}.servers]])"),
@@ -352,10 +362,48 @@ impl Validator {
         }
         // A single writer must not keep sessions on a node that was marked down.
         let default_on_down = if balance == BalanceKind::First { OnDown::ShutdownSessions } else { OnDown::Keep };
+        if mode == Mode::Tcp {
+            for (k, span) in &f.http.present {
+                self.err(
+                    span.clone(),
+                    format!("\"{k}\" applies to mode = \"http\" only; service \"{svc_name}\" is tcp"),
+                );
+            }
+        }
+        if mode == Mode::Http {
+            for (route, span) in http_fields.route_spans() {
+                if !servers.iter().any(|(s, _)| s.pool.as_deref() == Some(route.pool.as_str())) {
+                    self.err(
+                        span,
+                        format!(
+                            "route pool \"{}\": no server of service \"{svc_name}\" has pool = \"{}\"",
+                            route.pool, route.pool
+                        ),
+                    );
+                }
+            }
+            for (i, (s, span)) in servers.iter().enumerate() {
+                let id = s.cookie.as_deref().unwrap_or(&s.name);
+                let cookie_char = |c: char| c.is_ascii_graphic() && !matches!(c, '"' | ',' | ';' | '\\');
+                if http_fields.has_cookie() && s.cookie.is_none() && !id.chars().all(cookie_char) {
+                    self.err(
+                        span.clone(),
+                        format!("server name \"{id}\" cannot be a cookie value: set cookie = \"...\" on this server"),
+                    );
+                }
+                if servers[..i].iter().any(|(o, _)| o.cookie.as_deref().unwrap_or(&o.name) == id) {
+                    self.err(
+                        span.clone(),
+                        format!("cookie value \"{id}\" of server \"{}\" is used by another server", s.name),
+                    );
+                }
+            }
+        }
+        let http = (mode == Mode::Http).then(|| http_fields.finish());
         let svc = Service {
             name: svc_name,
             binds,
-            mode: f.mode.or(defaults.mode).unwrap_or(Mode::Tcp),
+            mode,
             balance,
             connect_timeout,
             client_timeout: f.client_timeout.or(defaults.client_timeout).unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
@@ -369,6 +417,9 @@ impl Validator {
             failback: f.failback.or(defaults.failback).unwrap_or(Failback::Immediate),
             all_backups: f.all_backups.or(defaults.all_backups).unwrap_or(false),
             servers: servers.into_iter().map(|(s, _)| s).collect(),
+            http,
+            send_proxy: http_fields.send_proxy.flatten(),
+            accept_proxy: http_fields.accept_proxy.flatten(),
         };
         let spans = if f.bind_spans.is_empty() { vec![name.span(); svc.binds.len()] } else { f.bind_spans };
         Some((svc, spans))
@@ -394,8 +445,10 @@ impl Validator {
     }
 
     fn server(&mut self, t: &DeTable<'_>, span: Range<usize>) -> Option<Server> {
-        const KEYS: &[&str] = &["name", "address", "weight", "backup", "tier", "source", "check_port", "check_address"];
+        const KEYS: &[&str] =
+            &["name", "address", "weight", "backup", "tier", "source", "check_port", "check_address", "cookie", "pool"];
         let (mut name, mut address, mut weight, mut source) = (None, None, 1, None);
+        let (mut cookie, mut pool) = (None, None);
         let (mut backup, mut tier, mut check_port, mut check_address) = (None, None, None, None);
         let mut ok = true;
         for (key, value) in t.iter() {
@@ -416,6 +469,17 @@ impl Validator {
                 "source" => source = self.string(key, value).and_then(|s| self.ip(&value.span(), s)),
                 "check_port" => check_port = self.integer(key, value, 1, 65535).map(|n| n as u16),
                 "check_address" => check_address = self.string(key, value).and_then(|s| self.ip(&value.span(), s)),
+                "cookie" => {
+                    cookie = self.header_value(key, value);
+                    if cookie.as_deref().is_some_and(|c| c.is_empty() || c.contains([';', ',', ' ', '"', '='])) {
+                        self.err(
+                            value.span(),
+                            "a server's cookie value must be non-empty, without ; , = space or quote",
+                        );
+                        cookie = None;
+                    }
+                }
+                "pool" => pool = self.string(key, value).map(str::to_string),
                 _ => self.unknown(key, "a server", KEYS),
             }
         }
@@ -438,7 +502,7 @@ impl Validator {
             }
             return None;
         };
-        ok.then_some(Server { name, address, weight, tier, source, check_port, check_address })
+        ok.then_some(Server { name, address, weight, tier, source, check_port, check_address, cookie, pool })
     }
 
     fn binds(&mut self, key: &Key<'_>, value: &Val<'_>) -> (Vec<SocketAddr>, Vec<Range<usize>>) {

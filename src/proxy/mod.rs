@@ -3,6 +3,9 @@
 //! Linux or the pooled buffers of [`copy`].
 
 mod copy;
+pub mod http;
+pub mod http_rules;
+pub mod proxy_protocol;
 mod pump;
 #[cfg(target_os = "linux")]
 pub mod splice;

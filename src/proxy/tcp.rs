@@ -5,26 +5,48 @@ use std::net::SocketAddr;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
+use super::proxy_protocol::{self, Addresses};
 use super::pump::{forward, End, Timeouts};
 use crate::balance::Tried;
 use crate::config::OnDown;
 use crate::net;
 use crate::runtime::Service;
 
+/// Bound on waiting for a front balancer's PROXY header (it sends it with the connect).
+const PROXY_HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 pub async fn handle(
     client: TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     service: Arc<Service>,
     use_splice: bool,
     shutdown: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
     net::tune_stream(&client, &service.keepalive);
+    // Behind a front balancer the PROXY header names the real client: it drives source
+    // hashing, the log line and the header we send on.
+    let peer = match &service.accept_proxy {
+        Some(ap) if ap.expects(peer.ip()) => {
+            let wait = service.client_timeout.unwrap_or(PROXY_HEADER_WAIT).min(PROXY_HEADER_WAIT);
+            match proxy_protocol::read_header(&client, wait).await {
+                Ok(Addresses::Tcp { source, .. }) => source,
+                Ok(Addresses::Local) => peer,
+                Err(e) => {
+                    log_refused(peer, &service, started, &format!("bad PROXY header: {e}"));
+                    return;
+                }
+            }
+        }
+        _ => peer,
+    };
     let mut tried = Tried::default();
     let mut failures = 0u32;
     let (lease, upstream) = loop {
@@ -34,7 +56,17 @@ pub async fn handle(
             return;
         };
         let server = lease.server();
-        match net::connect(server.address, server.source, service.connect_timeout).await {
+        let connected = match net::connect(server.address, server.source, service.connect_timeout).await {
+            Ok(mut stream) => match service.send_proxy {
+                Some(version) => {
+                    let header = proxy_protocol::encode(version, peer, local);
+                    stream.write_all(&header).await.map(|()| stream)
+                }
+                None => Ok(stream),
+            },
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(stream) => {
                 server.connect_ok();
                 break (lease, stream);

@@ -48,9 +48,26 @@ impl AcceptLoop {
                     };
                     let guard = self.tracker.enter();
                     let close_all = self.close_all.clone();
+                    if service.http.is_some() {
+                        let accepted = proxy::http::Accepted {
+                            local: stream.local_addr().unwrap_or(self.bind),
+                            stream,
+                            peer,
+                            service,
+                            tracker: self.tracker.clone(),
+                            stop: self.stop.clone(),
+                            close_all,
+                        };
+                        tokio::spawn(async move {
+                            proxy::http::handle(accepted).await;
+                            drop(guard);
+                        });
+                        continue;
+                    }
                     let use_splice = self.use_splice;
+                    let local = stream.local_addr().unwrap_or(self.bind);
                     tokio::spawn(async move {
-                        proxy::tcp::handle(stream, peer, service, use_splice, close_all).await;
+                        proxy::tcp::handle(stream, peer, local, service, use_splice, close_all).await;
                         drop(guard);
                     });
                 }

@@ -34,6 +34,8 @@ pub enum RunError {
     Bind { service: String, bind: SocketAddr, source: io::Error },
     /// A service's health check could not be set up (TLS settings).
     Check { service: String, message: String },
+    /// A service's TLS settings could not be loaded (certificates, CA file).
+    Tls { service: String, message: String },
 }
 
 impl fmt::Display for RunError {
@@ -43,6 +45,7 @@ impl fmt::Display for RunError {
                 write!(f, "service \"{service}\": cannot listen on {bind}: {source}")
             }
             RunError::Check { service, message } => write!(f, "service \"{service}\": check: {message}"),
+            RunError::Tls { service, message } => write!(f, "service \"{service}\": TLS: {message}"),
         }
     }
 }
@@ -67,7 +70,8 @@ pub struct Running {
 /// starts accepting once every server's first probe has finished: no client lands on a
 /// server that was never checked.
 pub async fn start(config: &Config) -> Result<Running, RunError> {
-    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::new(config)));
+    let snapshot = Snapshot::new(config).map_err(|(service, message)| RunError::Tls { service, message })?;
+    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
     let use_splice = config.global.splice && cfg!(target_os = "linux");
 
     let mut listeners = Vec::new();

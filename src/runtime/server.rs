@@ -154,6 +154,8 @@ impl Server {
             source: None,
             check_port: None,
             check_address: None,
+            cookie: None,
+            pool: None,
         };
         Server::new(&cfg, None)
     }

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use super::Server;
 use crate::balance::{Policy, Pool};
-use crate::config::{self, Config, Keepalive, OnDown};
+use crate::config::{self, AcceptProxy, Config, Keepalive, OnDown, ProxyVersion};
+use crate::proxy::http::HttpService;
 
 /// A service as connections see it.
 pub struct Service {
@@ -21,10 +22,15 @@ pub struct Service {
     /// Passive health: this many connect failures in a row mark a server down.
     pub observe_errors: Option<u32>,
     pub on_down: OnDown,
+    pub send_proxy: Option<ProxyVersion>,
+    pub accept_proxy: Option<AcceptProxy>,
+    /// `mode = "http"`: its settings, TLS and server connection pools.
+    pub http: Option<Arc<HttpService>>,
 }
 
 impl Service {
-    pub fn new(cfg: &config::Service) -> Self {
+    /// Fails on TLS settings that cannot be loaded (certificate files, CA file).
+    pub fn new(cfg: &config::Service) -> Result<Self, String> {
         let servers: Vec<Arc<Server>> = cfg
             .servers
             .iter()
@@ -37,7 +43,11 @@ impl Service {
                 Arc::new(server)
             })
             .collect();
-        Service {
+        let http = match cfg.mode {
+            config::Mode::Http => Some(Arc::new(HttpService::new(cfg, &servers)?)),
+            config::Mode::Tcp => None,
+        };
+        Ok(Service {
             name: cfg.name.clone(),
             pool: Pool::with_policy(
                 cfg.balance,
@@ -51,7 +61,10 @@ impl Service {
             keepalive: cfg.keepalive,
             observe_errors: cfg.observe_errors,
             on_down: cfg.on_down,
-        }
+            send_proxy: cfg.send_proxy,
+            accept_proxy: cfg.accept_proxy.clone(),
+            http,
+        })
     }
 }
 
@@ -61,8 +74,13 @@ pub struct Snapshot {
 }
 
 impl Snapshot {
-    pub fn new(config: &Config) -> Self {
-        Snapshot { services: config.services.iter().map(|s| Arc::new(Service::new(s))).collect() }
+    /// Fails naming the service whose TLS settings cannot be loaded.
+    pub fn new(config: &Config) -> Result<Self, (String, String)> {
+        let mut services = Vec::with_capacity(config.services.len());
+        for s in &config.services {
+            services.push(Arc::new(Service::new(s).map_err(|e| (s.name.clone(), e))?));
+        }
+        Ok(Snapshot { services })
     }
 
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {

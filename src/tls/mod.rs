@@ -1,5 +1,8 @@
-//! TLS client settings (rustls, safe defaults only: TLS 1.2 and 1.3) for connections
-//! vipgate opens itself: https health probes today, TLS to servers later.
+//! TLS with rustls, safe defaults only (TLS 1.2 and 1.3): client settings here, for the
+//! connections vipgate opens itself (https probes, TLS to servers); termination on
+//! listeners in [`server`].
+
+pub mod server;
 
 use std::path::Path;
 use std::sync::Arc;

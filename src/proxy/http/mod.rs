@@ -1,0 +1,343 @@
+//! `mode = "http"`: one client connection from accept to close. Optional PROXY header,
+//! optional TLS (ALPN picks HTTP/2 or HTTP/1.1), the first request head read by us so a
+//! slow one gets 408, then hyper serves the connection and [`request`] handles each
+//! request.
+
+mod body;
+mod errors;
+mod io;
+mod request;
+mod tunnel;
+pub mod upstream;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use hyper::server::conn::{http1, http2};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info};
+
+use crate::balance::{Policy, Pool};
+use crate::config::{self, Http};
+use crate::net;
+use crate::proxy::proxy_protocol::{self, Addresses};
+use crate::runtime::{Server, Service, Tracker};
+use io::Prefixed;
+use upstream::{ConnPool, Connector, ServerTlsConnector};
+
+pub use upstream::ConnPool as ServerConnPool;
+
+/// The HTTP side of a runtime service: settings, TLS, connection pools, route pools.
+pub struct HttpService {
+    pub cfg: Http,
+    tls: Option<TlsAcceptor>,
+    connector: Connector,
+    /// Server name → its keep-alive pool.
+    pools: HashMap<String, Arc<ConnPool>>,
+    /// One balancing pool per route, in route order.
+    route_pools: Vec<Pool>,
+    /// Servers without a `pool` tag, when routes exist (otherwise the service's pool).
+    default_pool: Option<Pool>,
+    /// Cookie value → server name.
+    cookies: Vec<(String, String)>,
+}
+
+impl HttpService {
+    pub fn new(cfg: &config::Service, servers: &[Arc<Server>]) -> Result<Self, String> {
+        let Some(h) = cfg.http.clone() else { return Err("not an http service".into()) };
+        let tls = match &h.tls {
+            None => None,
+            Some(t) => {
+                let alpn: &[&[u8]] = if t.http2 { &[b"h2", b"http/1.1"] } else { &[b"http/1.1"] };
+                let server_config = crate::tls::server::server_config(&t.certificates, alpn).map_err(|e| e.to_string())?;
+                Some(TlsAcceptor::from(server_config))
+            }
+        };
+        let server_tls = match &h.server_tls {
+            None => None,
+            Some(st) => Some(ServerTlsConnector::new(st, h.server_http2)?),
+        };
+        let connector = Connector {
+            connect_timeout: cfg.connect_timeout,
+            keepalive: cfg.keepalive,
+            tls: server_tls,
+            http2: h.server_http2,
+            send_proxy: cfg.send_proxy,
+        };
+        let pools = servers
+            .iter()
+            .map(|s| (s.name.clone(), Arc::new(ConnPool::new(h.pool_max_idle, h.pool_idle_timeout))))
+            .collect();
+        let policy = Policy { failback: cfg.failback, all_backups: cfg.all_backups };
+        let tagged = |pool: Option<&str>| -> Vec<Arc<Server>> {
+            cfg.servers
+                .iter()
+                .zip(servers)
+                .filter(|(c, _)| c.pool.as_deref() == pool)
+                .map(|(_, s)| Arc::clone(s))
+                .collect()
+        };
+        let route_pools =
+            h.routes.iter().map(|r| Pool::with_policy(cfg.balance, tagged(Some(r.pool.as_str())), policy)).collect();
+        let default_pool = (!h.routes.is_empty() || cfg.servers.iter().any(|s| s.pool.is_some()))
+            .then(|| Pool::with_policy(cfg.balance, tagged(None), policy));
+        let cookies =
+            cfg.servers.iter().map(|s| (s.cookie.clone().unwrap_or_else(|| s.name.clone()), s.name.clone())).collect();
+        Ok(HttpService { cfg: h, tls, connector, pools, route_pools, default_pool, cookies })
+    }
+
+    /// The keep-alive pool of a server, by name (for tests and metrics).
+    pub fn conn_pool(&self, server: &str) -> Option<&Arc<ConnPool>> {
+        self.pools.get(server)
+    }
+
+    fn cookie_of(&self, server: &str) -> Option<&str> {
+        self.cookies.iter().find(|(_, s)| s == server).map(|(c, _)| c.as_str())
+    }
+
+    fn server_of_cookie(&self, cookie: &str) -> Option<&str> {
+        self.cookies.iter().find(|(c, _)| c == cookie).map(|(_, s)| s.as_str())
+    }
+}
+
+/// What every request of one client connection shares.
+pub(crate) struct ConnCtx {
+    pub service: Arc<Service>,
+    pub http: Arc<HttpService>,
+    /// The client as the PROXY header named it, else the peer.
+    pub client: SocketAddr,
+    /// The address the client connected to.
+    pub local: SocketAddr,
+    pub tls: bool,
+    pub accepted: Instant,
+    /// When the previous request on this connection ended (for the head timing).
+    pub last_end: Mutex<Instant>,
+    /// With `send_proxy`, server connections carry this client's address and are not shared.
+    pub private: Mutex<Vec<(String, Arc<ConnPool>)>>,
+    pub tracker: Tracker,
+    pub close_all: watch::Receiver<bool>,
+}
+
+impl ConnCtx {
+    fn pool_for(&self, server: &str) -> Option<Arc<ConnPool>> {
+        if self.service.send_proxy.is_none() {
+            return self.http.pools.get(server).cloned();
+        }
+        let mut private = self.private.lock().ok()?;
+        if let Some((_, p)) = private.iter().find(|(s, _)| s == server) {
+            return Some(Arc::clone(p));
+        }
+        let p = Arc::new(ConnPool::new(1, self.http.cfg.pool_idle_timeout));
+        private.push((server.to_string(), Arc::clone(&p)));
+        Some(p)
+    }
+}
+
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
+
+pub struct Accepted {
+    pub stream: TcpStream,
+    pub peer: SocketAddr,
+    pub local: SocketAddr,
+    pub service: Arc<Service>,
+    pub tracker: Tracker,
+    /// True once the listener closes: finish in-flight requests, then close.
+    pub stop: watch::Receiver<bool>,
+    /// True once the grace period is over: close now.
+    pub close_all: watch::Receiver<bool>,
+}
+
+pub async fn handle(a: Accepted) {
+    let Some(http) = a.service.http.clone() else { return };
+    let accepted = Instant::now();
+    net::tune_stream(&a.stream, &a.service.keepalive);
+    let header_timeout = http.cfg.header_timeout;
+    let client = match &a.service.accept_proxy {
+        Some(ap) if ap.expects(a.peer.ip()) => match proxy_protocol::read_header(&a.stream, header_timeout).await {
+            Ok(Addresses::Tcp { source, .. }) => source,
+            Ok(Addresses::Local) => a.peer,
+            Err(e) => {
+                info!(client = %a.peer, service = %a.service.name, error = %e, "connection refused: bad PROXY header");
+                return;
+            }
+        },
+        _ => a.peer,
+    };
+    let ctx = Arc::new(ConnCtx {
+        service: Arc::clone(&a.service),
+        http: Arc::clone(&http),
+        client,
+        local: a.local,
+        tls: http.tls.is_some(),
+        accepted,
+        last_end: Mutex::new(accepted),
+        private: Mutex::new(Vec::new()),
+        tracker: a.tracker.clone(),
+        close_all: a.close_all.clone(),
+    });
+    match &http.tls {
+        None => {
+            let mut stream = a.stream;
+            let Some(head) = first_head(&mut stream, &ctx).await else { return };
+            let h2 = head.starts_with(H2_PREFACE);
+            let io = Prefixed::new(head, stream);
+            if h2 {
+                serve_h2(io, ctx, a.stop, a.close_all).await
+            } else {
+                serve_h1(io, ctx, a.stop, a.close_all).await
+            }
+        }
+        Some(acceptor) => {
+            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(a.stream)).await {
+                Ok(Ok(tls)) => tls,
+                Ok(Err(e)) => {
+                    info!(client = %client, service = %a.service.name, error = %e, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    info!(client = %client, service = %a.service.name, "TLS handshake timed out");
+                    return;
+                }
+            };
+            if tls.get_ref().1.alpn_protocol() == Some(b"h2") {
+                serve_h2(tls, ctx, a.stop, a.close_all).await
+            } else {
+                let mut tls = tls;
+                let Some(head) = first_head(&mut tls, &ctx).await else { return };
+                serve_h1(Prefixed::new(head, tls), ctx, a.stop, a.close_all).await
+            }
+        }
+    }
+}
+
+/// Read the first request head (or the HTTP/2 preface) within `header_timeout`. On a
+/// timeout answer 408, on an oversized head 431; either way the connection closes.
+async fn first_head<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, ctx: &ConnCtx) -> Option<Bytes> {
+    let cfg = &ctx.http.cfg;
+    let deadline = ctx.accepted + cfg.header_timeout;
+    let limit = cfg.max_header_bytes;
+    let mut buf = BytesMut::with_capacity(4096.min(limit + 1));
+    loop {
+        let searched_from = buf.len().saturating_sub(3);
+        if buf.len() > limit {
+            refuse(stream, ctx, StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE, "request head too large").await;
+            return None;
+        }
+        let read = tokio::time::timeout_at(deadline, stream.read_buf(&mut buf)).await;
+        match read {
+            Ok(Ok(0)) => return None,
+            Ok(Ok(_)) => {
+                let at = searched_from.saturating_sub(0);
+                if buf[at..].windows(4).any(|w| w == b"\r\n\r\n") || buf.starts_with(H2_PREFACE) {
+                    return Some(buf.freeze());
+                }
+                // hyper also accepts bare-LF heads; so do we.
+                if buf[at..].windows(2).any(|w| w == b"\n\n") {
+                    return Some(buf.freeze());
+                }
+                if buf.capacity() - buf.len() < 1024 {
+                    buf.reserve(4096.min(limit + 1 - buf.len().min(limit)));
+                }
+            }
+            Ok(Err(e)) => {
+                debug!(client = %ctx.client, error = %e, "client read failed before a request");
+                return None;
+            }
+            Err(_) => {
+                let why = format!("request headers did not arrive within {:?}", cfg.header_timeout);
+                refuse(stream, ctx, StatusCode::REQUEST_TIMEOUT, &why).await;
+                return None;
+            }
+        }
+    }
+}
+
+async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, ctx: &ConnCtx, status: StatusCode, why: &str) {
+    info!(client = %ctx.client, service = %ctx.service.name, server = "-", method = "-", path = "-",
+        status = status.as_u16(), bytes_in = 0u64, bytes_out = 0u64,
+        t_headers_ms = ctx.accepted.elapsed().as_millis() as u64, t_connect_ms = 0u64, t_response_ms = 0u64,
+        t_total_ms = ctx.accepted.elapsed().as_millis() as u64, error = %why, "request");
+    let bytes = errors::raw(status, why);
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&bytes).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+async fn serve_h1<S>(io: S, ctx: Arc<ConnCtx>, mut stop: watch::Receiver<bool>, mut close_all: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let cfg = &ctx.http.cfg;
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .keep_alive(true)
+        .header_read_timeout(cfg.header_timeout)
+        .max_headers(cfg.max_headers)
+        .max_header_size(cfg.max_header_bytes)
+        .max_buf_size((cfg.max_header_bytes + 1024).max(8192));
+    let svc_ctx = Arc::clone(&ctx);
+    let service = service_fn(move |req| request::serve(Arc::clone(&svc_ctx), req));
+    let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(client = %ctx.client, error = %e, "client connection ended");
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                // Listener closed: finish the request in flight, then close.
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = close_all.wait_for(|c| *c) => return,
+        }
+    }
+}
+
+async fn serve_h2<S>(io: S, ctx: Arc<ConnCtx>, mut stop: watch::Receiver<bool>, mut close_all: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
+{
+    let mut builder = http2::Builder::new(TokioExecutor::new());
+    builder
+        .timer(TokioTimer::new())
+        .max_header_list_size(ctx.http.cfg.max_header_bytes as u32)
+        .keep_alive_interval(Some(Duration::from_secs(30)));
+    let svc_ctx = Arc::clone(&ctx);
+    let service = service_fn(move |req| request::serve(Arc::clone(&svc_ctx), req));
+    let conn = builder.serve_connection(TokioIo::new(io), service);
+    tokio::pin!(conn);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            r = conn.as_mut() => {
+                if let Err(e) = r {
+                    debug!(client = %ctx.client, error = %e, "client connection (h2) ended");
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            _ = close_all.wait_for(|c| *c) => return,
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! One request: rules, routing, persistence, a server connection (pooled or new, retried
+//! on connect failure), the response with its rules, and one access-log line when the
+//! response body has gone out.
+
+use std::convert::Infallible;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+
+use http::header::{self, HeaderValue};
+use http::uri::{Authority, PathAndQuery, Scheme};
+use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
+use http_body::Body;
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use tokio::time::Instant;
+use tracing::{info, warn};
+
+use super::body::{ms_since, ProxyBody, Tracked};
+use super::upstream::{ConnPool, Sender};
+use super::{errors, tunnel, ConnCtx};
+use crate::balance::{Lease, Pool, Tried};
+use crate::config::OnDown;
+use crate::proxy::http_rules as rules;
+
+/// What the access log line says about one request.
+struct Log {
+    ctx: Arc<ConnCtx>,
+    method: Method,
+    path: String,
+    started: Instant,
+    headers_ms: u64,
+    connect_ms: u64,
+    response_ms: u64,
+    server: String,
+    bytes_in: Arc<AtomicU64>,
+    bytes_out: Arc<AtomicU64>,
+}
+
+impl Log {
+    fn write(&self, status: u16, error: Option<&str>) {
+        let c = &self.ctx;
+        let (bytes_in, bytes_out) = (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed));
+        let total = ms_since(self.started) + self.headers_ms;
+        match error {
+            None => info!(client = %c.client, service = %c.service.name, server = %self.server, method = %self.method,
+                path = %self.path, status, bytes_in, bytes_out, t_headers_ms = self.headers_ms,
+                t_connect_ms = self.connect_ms, t_response_ms = self.response_ms, t_total_ms = total, "request"),
+            Some(e) => info!(client = %c.client, service = %c.service.name, server = %self.server, method = %self.method,
+                path = %self.path, status, bytes_in, bytes_out, t_headers_ms = self.headers_ms,
+                t_connect_ms = self.connect_ms, t_response_ms = self.response_ms, t_total_ms = total, error = %e, "request"),
+        }
+        if let Ok(mut last) = c.last_end.lock() {
+            *last = Instant::now();
+        }
+    }
+
+    /// A response vipgate makes itself.
+    fn answer(self, status: StatusCode, why: &str) -> Response<ProxyBody> {
+        self.write(status.as_u16(), Some(why));
+        errors::response(status, why)
+    }
+}
+
+pub(super) async fn serve(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
+    let started = Instant::now();
+    let headers_ms = ctx.last_end.lock().map(|t| started.saturating_duration_since(*t).as_millis() as u64).unwrap_or(0);
+    let log = Log {
+        ctx: Arc::clone(&ctx),
+        method: req.method().clone(),
+        path: log_path(req.uri()),
+        started,
+        headers_ms,
+        connect_ms: 0,
+        response_ms: 0,
+        server: "-".into(),
+        bytes_in: Arc::new(AtomicU64::new(0)),
+        bytes_out: Arc::new(AtomicU64::new(0)),
+    };
+    Ok(proxy(ctx, req, log).await)
+}
+
+fn log_path(uri: &Uri) -> String {
+    let p = uri.path();
+    // A log line is no place for a megabyte of path.
+    if p.len() > 512 {
+        let mut end = 512;
+        while !p.is_char_boundary(end) {
+            end -= 1;
+        }
+        format!("{}...", &p[..end])
+    } else {
+        p.to_string()
+    }
+}
+
+async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> Response<ProxyBody> {
+    let http = Arc::clone(&ctx.http);
+    let cfg = &http.cfg;
+    let host = rules::host_of(req.uri(), req.headers());
+
+    if cfg.redirect_https {
+        return redirect_https(&req, host.as_deref(), cfg.https_port, log);
+    }
+    if let Some(status) = rules::denied(req.uri().path(), &cfg.deny) {
+        let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
+        return log.answer(status, "denied by a deny rule");
+    }
+    let pool: &Pool = match rules::route(&cfg.routes, host.as_deref(), req.uri().path()) {
+        Some(route) => match cfg.routes.iter().position(|r| std::ptr::eq(r, route)) {
+            Some(i) => &http.route_pools[i],
+            None => &ctx.service.pool,
+        },
+        None => http.default_pool.as_ref().unwrap_or(&ctx.service.pool),
+    };
+    if pool.servers().is_empty() {
+        return log.answer(StatusCode::NOT_FOUND, "no route for this host and path");
+    }
+
+    // Upgrades are an HTTP/1.1 affair; take the client's side before the body moves on.
+    let upgrade = (req.version() == Version::HTTP_11).then(|| rules::is_upgrade(req.headers())).flatten();
+    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+
+    let wanted_server = cfg.cookie.as_ref().and_then(|c| {
+        let v = rules::cookie_value(req.headers(), &c.name)?;
+        http.server_of_cookie(v).map(str::to_string)
+    });
+
+    let (mut parts, body) = req.into_parts();
+    prepare_request_head(&ctx, &mut parts.headers, parts.version, host.as_deref(), upgrade.is_some());
+    let method = parts.method.clone();
+    let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
+    let bodiless = body.is_end_stream();
+    let body = Tracked::new(body, ctx.service.client_timeout, Arc::clone(&log.bytes_in)).boxed_unsync();
+    // For resending on a stale keep-alive connection (idempotent and bodiless only).
+    let saved = (idempotent && bodiless).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    let mut req = Some(Request::from_parts(parts, body));
+
+    let mut tried = Tried::default();
+    let mut failures = 0u32;
+    let mut stale_retries = 0u32;
+    let connect_started = Instant::now();
+    let (lease, pool_ref, sender, resp) = loop {
+        let lease = match pick(pool, &ctx, wanted_server.as_deref(), &tried) {
+            Some(l) => l,
+            None if failures == 0 => return log.answer(StatusCode::SERVICE_UNAVAILABLE, "no server is available"),
+            None => return log.answer(StatusCode::SERVICE_UNAVAILABLE, "every server tried failed to connect"),
+        };
+        let server = Arc::clone(lease.server());
+        log.server = server.name.clone();
+        let Some(conn_pool) = ctx.pool_for(&server.name) else {
+            return log.answer(StatusCode::INTERNAL_SERVER_ERROR, "server pool missing");
+        };
+        let pooled = if upgrade.is_some() { None } else { conn_pool.checkout() };
+        let reused = pooled.is_some();
+        let mut sender = match pooled {
+            Some(s) => s,
+            None => match http.connector.connect(&server, (ctx.client, ctx.local), upgrade.is_some()).await {
+                Ok(s) => {
+                    server.connect_ok();
+                    conn_pool.opened(&s);
+                    s
+                }
+                Err(e) => {
+                    server.stats.connect_failures.fetch_add(1, Relaxed);
+                    if server.connect_failed(ctx.service.observe_errors) {
+                        warn!(service = %ctx.service.name, server = %server.name, reason = %e,
+                            "server is DOWN (passive health: consecutive connect failures)");
+                        if ctx.service.on_down == OnDown::ShutdownSessions {
+                            server.shutdown_sessions();
+                        }
+                    }
+                    warn!(service = %ctx.service.name, server = %server.name, address = %server.address, error = %e, "connect failed");
+                    tried.add(&lease, pool);
+                    failures += 1;
+                    if failures > ctx.service.retries {
+                        return log.answer(StatusCode::SERVICE_UNAVAILABLE, "connect retries exhausted");
+                    }
+                    continue;
+                }
+            },
+        };
+        log.connect_ms = ms_since(connect_started);
+        let Some(mut outgoing) = req.take() else {
+            return log.answer(StatusCode::BAD_GATEWAY, "request lost");
+        };
+        set_target(&mut outgoing, &sender, &server.address, host.as_deref(), ctx.tls);
+        let sent_at = Instant::now();
+        let result = match ctx.service.server_timeout {
+            Some(t) => match tokio::time::timeout(t, sender.send(outgoing)).await {
+                Ok(r) => r,
+                Err(_) => {
+                    return log.answer(StatusCode::GATEWAY_TIMEOUT, "the server did not answer within server_timeout")
+                }
+            },
+            None => sender.send(outgoing).await,
+        };
+        log.response_ms = ms_since(sent_at);
+        match result {
+            Ok(resp) => break (lease, conn_pool, sender, resp),
+            Err(mut e) => {
+                let error = e.error().to_string();
+                if let Some(back) = e.take_message() {
+                    // Never left: the connection was already closing. Try a fresh one.
+                    req = Some(back);
+                } else if reused && stale_retries == 0 {
+                    if let Some((m, u, h)) = &saved {
+                        // The server closed a kept-alive connection as we reused it.
+                        let mut again = Request::new(super::body::empty());
+                        *again.method_mut() = m.clone();
+                        *again.uri_mut() = u.clone();
+                        *again.headers_mut() = h.clone();
+                        req = Some(again);
+                    }
+                }
+                if req.is_none() || stale_retries > 0 {
+                    return log.answer(StatusCode::BAD_GATEWAY, &format!("the server failed: {error}"));
+                }
+                stale_retries += 1;
+                drop(lease);
+                continue;
+            }
+        }
+    };
+
+    let mut resp = resp;
+    if resp.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_side) = client_upgrade else {
+            return log.answer(StatusCode::BAD_GATEWAY, "the server switched protocols unasked");
+        };
+        let server_side = hyper::upgrade::on(&mut resp);
+        let (parts, _) = resp.into_parts();
+        log.write(101, None);
+        tunnel::spawn(Arc::clone(&ctx), client_side, server_side, lease, log.path.clone());
+        return Response::from_parts(parts, super::body::empty());
+    }
+
+    let (mut parts, body) = resp.into_parts();
+    rules::strip_hop_by_hop(&mut parts.headers, false);
+    rules::apply_rules(&mut parts.headers, &cfg.response);
+    if ctx.tls && cfg.rewrite_location {
+        rules::rewrite_location(&mut parts.headers, host.as_deref());
+    }
+    if let Some(c) = &cfg.cookie {
+        let server = &lease.server().name;
+        if wanted_server.as_deref() != Some(server.as_str()) {
+            if let Some(value) = http.cookie_of(server) {
+                rules::insert_persistence_cookie(&mut parts.headers, &c.name, value, ctx.tls);
+            }
+        }
+    }
+    let status = parts.status.as_u16();
+    let bytes_out = Arc::clone(&log.bytes_out);
+    let body = Tracked::new(body, ctx.service.server_timeout, bytes_out).on_end(move |ending| {
+        let server = Arc::clone(lease.server());
+        server.stats.bytes_in.fetch_add(log.bytes_in.load(Relaxed), Relaxed);
+        server.stats.bytes_out.fetch_add(log.bytes_out.load(Relaxed), Relaxed);
+        drop(lease);
+        match ending {
+            super::body::Ending::Complete => {
+                pool_ref_checkin(&pool_ref, sender);
+                log.write(status, None);
+            }
+            super::body::Ending::Error => log.write(status, Some("response body failed")),
+            super::body::Ending::Dropped => {
+                if sender.is_h2() {
+                    pool_ref_checkin(&pool_ref, sender);
+                }
+                log.write(status, Some("client went away"))
+            }
+        }
+    });
+    Response::from_parts(parts, body.boxed_unsync())
+}
+
+fn pool_ref_checkin(pool: &Arc<ConnPool>, sender: Sender) {
+    pool.checkin(sender);
+}
+
+fn pick(pool: &Pool, ctx: &ConnCtx, wanted: Option<&str>, tried: &Tried) -> Option<Lease> {
+    if let Some(name) = wanted {
+        if let Some(lease) = pool.pick_where(|s| s.name == name, tried) {
+            return Some(lease);
+        }
+    }
+    pool.pick(ctx.client.ip(), tried)
+}
+
+/// Hop-by-hop headers out, forwarding headers and request rules in, the persistence
+/// cookie (ours, not the application's) removed.
+fn prepare_request_head(
+    ctx: &ConnCtx,
+    headers: &mut HeaderMap,
+    version: Version,
+    host: Option<&str>,
+    upgrade: bool,
+) {
+    let cfg = &ctx.http.cfg;
+    rules::strip_hop_by_hop(headers, upgrade);
+    if version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
+        // HTTP/1.1 servers need Host; an HTTP/2 client gave :authority (without userinfo).
+        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+            headers.insert(header::HOST, v);
+        }
+    }
+    let facts = rules::ClientFacts { client: ctx.client.ip(), tls: ctx.tls, host, local: ctx.local };
+    rules::apply_forwarding(headers, cfg, &facts);
+    rules::apply_rules(headers, &cfg.request);
+    if let Some(c) = &cfg.cookie {
+        rules::strip_cookie(headers, &c.name);
+    }
+}
+
+/// Origin-form for HTTP/1.1 servers; HTTP/2 wants scheme and authority.
+fn set_target(req: &mut Request<ProxyBody>, sender: &Sender, server: &std::net::SocketAddr, host: Option<&str>, _tls: bool) {
+    let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
+    if sender.is_h2() {
+        *req.version_mut() = Version::HTTP_2;
+        let authority = host
+            .and_then(|h| h.parse::<Authority>().ok())
+            .or_else(|| server.to_string().parse::<Authority>().ok());
+        let mut b = Uri::builder().scheme(Scheme::HTTP).path_and_query(pq.clone());
+        if let Some(a) = authority {
+            b = b.authority(a);
+        }
+        if let Ok(uri) = b.build() {
+            *req.uri_mut() = uri;
+        }
+        req.headers_mut().remove(header::HOST);
+    } else {
+        *req.version_mut() = Version::HTTP_11;
+        *req.uri_mut() = Uri::from(pq);
+    }
+}
+
+fn redirect_https(req: &Request<Incoming>, host: Option<&str>, port: Option<u16>, log: Log) -> Response<ProxyBody> {
+    let Some(host) = host else {
+        return log.answer(StatusCode::BAD_REQUEST, "no Host header to redirect to");
+    };
+    // Drop the plain port; add the https one unless it is the default.
+    let bare = match host.rsplit_once(':') {
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
+        _ => host,
+    };
+    let authority = match port {
+        Some(p) if p != 443 => format!("{bare}:{p}"),
+        _ => bare.to_string(),
+    };
+    let pq = req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let location = format!("https://{authority}{pq}");
+    let Ok(value) = HeaderValue::from_str(&location) else {
+        return log.answer(StatusCode::BAD_REQUEST, "cannot build a redirect from this Host");
+    };
+    log.write(301, None);
+    let mut resp = errors::response(StatusCode::MOVED_PERMANENTLY, &format!("moved to {location}"));
+    resp.headers_mut().insert(header::LOCATION, value);
+    resp
+}
