@@ -60,8 +60,19 @@ fn proxies_requests_with_forwarding_headers_and_without_hop_by_hop_ones() {
     let line = v
         .wait_log_line(WAIT, |l| l.contains("request") && l.contains("path=/v3/auth/tokens"))
         .unwrap_or_else(|| panic!("no access log line:\n{}", v.log()));
-    for field in ["client=127.0.0.1:", "service=api", "server=b1", "method=GET", "status=200", "bytes_in=0", "bytes_out=",
-        "t_headers_ms=", "t_connect_ms=", "t_response_ms=", "t_total_ms="] {
+    for field in [
+        "client=127.0.0.1:",
+        "service=api",
+        "server=b1",
+        "method=GET",
+        "status=200",
+        "bytes_in=0",
+        "bytes_out=",
+        "t_headers_ms=",
+        "t_connect_ms=",
+        "t_response_ms=",
+        "t_total_ms=",
+    ] {
         assert!(line.contains(field), "access log line lacks {field}: {line}");
     }
 }
@@ -235,9 +246,8 @@ fn h2c_prior_knowledge_from_a_client() {
         tokio::spawn(conn);
         let mut out = Vec::new();
         for i in 0..3 {
-            let req = http::Request::get(format!("http://api.example/h2/{i}"))
-                .body(Empty::<bytes::Bytes>::new())
-                .unwrap();
+            let req =
+                http::Request::get(format!("http://api.example/h2/{i}")).body(Empty::<bytes::Bytes>::new()).unwrap();
             let resp = send.send_request(req).await.expect("h2 response");
             assert_eq!(resp.status(), 200);
             let body = resp.into_body().collect().await.unwrap().to_bytes();

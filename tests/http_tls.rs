@@ -96,7 +96,11 @@ impl Ca {
         let key = KeyPair::generate().unwrap();
         let params = CertificateParams::new(names.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
-        Leaf { cert_pem: format!("{}{}", cert.pem(), self.issuer.pem()), key_pem: key.serialize_pem(), der: cert.der().clone() }
+        Leaf {
+            cert_pem: format!("{}{}", cert.pem(), self.issuer.pem()),
+            key_pem: key.serialize_pem(),
+            der: cert.der().clone(),
+        }
     }
 
     fn pem(&self) -> String {
@@ -118,8 +122,7 @@ impl Leaf {
 
 /// `certificates = [...]` for these files, in order.
 fn certificates(list: &[&LeafFiles]) -> String {
-    let items: Vec<String> =
-        list.iter().map(|f| format!("{{ cert = \"{}\", key = \"{}\" }}", f.cert, f.key)).collect();
+    let items: Vec<String> = list.iter().map(|f| format!("{{ cert = \"{}\", key = \"{}\" }}", f.cert, f.key)).collect();
     format!("certificates = [{}]\n", items.join(", "))
 }
 
@@ -195,11 +198,15 @@ impl Client {
 
     fn config(&self, ca: &Ca) -> Arc<ClientConfig> {
         let provider = Arc::new(ring::default_provider());
-        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions().unwrap();
+        let builder =
+            ClientConfig::builder_with_provider(Arc::clone(&provider)).with_safe_default_protocol_versions().unwrap();
         let mut config = if self.verify_name {
             builder.with_root_certificates(ca.roots()).with_no_client_auth()
         } else {
-            builder.dangerous().with_custom_certificate_verifier(Arc::new(ChainOnly(ca.roots(), provider))).with_no_client_auth()
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ChainOnly(ca.roots(), provider)))
+                .with_no_client_auth()
         };
         config.alpn_protocols = self.alpn.iter().map(|p| p.to_vec()).collect();
         config.enable_sni = self.sni;
@@ -409,7 +416,8 @@ impl TlsBackend {
         let failed_handshakes = Arc::new(AtomicUsize::new(0));
         let errors = Arc::new(Mutex::new(Vec::new()));
         let (tx, mut rx) = tokio::sync::oneshot::channel::<()>();
-        let (c, f, e, name) = (Arc::clone(&connections), Arc::clone(&failed_handshakes), Arc::clone(&errors), name.to_string());
+        let (c, f, e, name) =
+            (Arc::clone(&connections), Arc::clone(&failed_handshakes), Arc::clone(&errors), name.to_string());
         let thread = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
             rt.block_on(async move {
@@ -778,14 +786,13 @@ fn redirect_https_without_servers() {
         let mut s = http_client::connect(addr);
         http_client::send(&mut s, head).expect("redirect response")
     };
-    for (addr, want) in
-        [(default_port, "https://h.example/a?b=1"), (custom_port, "https://h.example:13000/a?b=1")]
-    {
+    for (addr, want) in [(default_port, "https://h.example/a?b=1"), (custom_port, "https://h.example:13000/a?b=1")] {
         let r = get(addr, "GET /a?b=1 HTTP/1.1\r\nHost: h.example:8080\r\nConnection: close\r\n\r\n");
         assert_eq!(r.status, 301, "{}\n{}", r.text(), v.log());
         assert_eq!(r.headers_named("location"), vec![want]);
         // Any method, a Host without a port.
-        let r = get(addr, "POST /a?b=1 HTTP/1.1\r\nHost: h.example\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
+        let r =
+            get(addr, "POST /a?b=1 HTTP/1.1\r\nHost: h.example\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi");
         assert_eq!(r.status, 301, "{}", r.text());
         assert_eq!(r.headers_named("location"), vec![want]);
     }
@@ -797,42 +804,37 @@ fn redirect_https_without_servers() {
     assert!(line.contains("service=to443") || line.contains("service=to13000"), "{line}");
 }
 
-/// TLS to servers: verified against `tls_ca_file` with `tls_server_name` (sent as SNI);
-/// a name the certificate lacks fails the handshake, which counts as a connect failure
-/// (503, and the log says why); `tls_verify = false` needs no CA. With `server_http2`,
-/// ALPN picks h2.
+/// Service keys for TLS to servers verified against `ca_file`, by `name` when given
+/// (else by the server's IP), plus `extra` lines.
+fn tls_to_servers(ca_file: &str, name: Option<&str>, extra: &str) -> String {
+    let name = name.map(|n| format!("tls_server_name = \"{n}\"\n")).unwrap_or_default();
+    format!("tls = true\ntls_ca_file = \"{ca_file}\"\n{name}{extra}")
+}
+
+/// TLS to servers: verified against `tls_ca_file` with `tls_server_name` (sent as SNI),
+/// or by IP without it; a name the certificate lacks fails the handshake, which counts as
+/// a connect failure (503, and the log says why); `tls_verify = false` needs no CA.
+/// Connections are kept alive; with `server_http2`, ALPN picks h2.
 #[test]
 fn tls_to_servers_verifies_the_name() {
     let ca = Ca::new();
     let mut files = Files::default();
     let ca_file = files.write("ca", "pem", &ca.pem());
     let backend = TlsBackend::start("tls1", &ca.leaf(&["api.internal"]));
-    let (good, wrong, noverify, h2) = (free_addr(), free_addr(), free_addr(), free_addr());
+    let by_ip = TlsBackend::start("tls-ip", &ca.leaf(&["127.0.0.1"]));
+    let [good, wrong, noverify, h2, ip, noname] = [(); 6].map(|_| free_addr());
     let list = [("tls1", backend.addr, "")];
-    let cfg = format!(
-        "{}{}{}{}{}",
+    let cfg = [
         global(""),
-        service(
-            "good",
-            good,
-            &format!("tls = true\ntls_ca_file = \"{ca_file}\"\ntls_server_name = \"api.internal\"\n"),
-            &list
-        ),
-        service(
-            "wrong",
-            wrong,
-            &format!("tls = true\ntls_ca_file = \"{ca_file}\"\ntls_server_name = \"db.internal\"\n"),
-            &list
-        ),
+        service("good", good, &tls_to_servers(&ca_file, Some("api.internal"), ""), &list),
+        service("wrong", wrong, &tls_to_servers(&ca_file, Some("db.internal"), ""), &list),
         service("noverify", noverify, "tls = true\ntls_verify = false\n", &list),
-        service(
-            "h2",
-            h2,
-            &format!("tls = true\ntls_ca_file = \"{ca_file}\"\ntls_server_name = \"api.internal\"\nserver_http2 = true\n"),
-            &list
-        )
-    );
-    let v = start(&cfg, &[good, wrong, noverify, h2]);
+        service("h2", h2, &tls_to_servers(&ca_file, Some("api.internal"), "server_http2 = true\n"), &list),
+        service("byip", ip, &tls_to_servers(&ca_file, None, ""), &[("tls-ip", by_ip.addr, "")]),
+        service("noname", noname, &tls_to_servers(&ca_file, None, ""), &list),
+    ]
+    .concat();
+    let v = start(&cfg, &[good, wrong, noverify, h2, ip, noname]);
     let get = |addr: SocketAddr, path: &str| http_client::get(addr, path, "");
 
     let r = get(good, "/good");
@@ -889,7 +891,17 @@ fn tls_to_servers_verifies_the_name() {
     assert_eq!(r.field("alpn").as_deref(), Some("h2"));
     assert_eq!(r.field("version").as_deref(), Some("HTTP/2.0"));
     assert_eq!(r.field("authority").as_deref(), Some("test.example"), "the client's Host is the :authority");
-    eprintln!("DBG scheme={:?}", r.field("scheme"));
+
+    // No tls_server_name: the server's IP is verified (and not sent as SNI).
+    let r = get(ip, "/byip");
+    assert_eq!(r.status, 200, "a certificate for 127.0.0.1:\n{}\n{}", r.text(), v.log());
+    assert_eq!(r.field("sni").as_deref(), Some("-"));
+    let r = get(noname, "/noname");
+    assert_eq!(r.status, 503, "api.internal's certificate does not cover 127.0.0.1:\n{}", r.text());
+    let line = v
+        .wait_log_line(WAIT, |l| l.contains("connect failed") && l.contains("service=noname"))
+        .unwrap_or_else(|| panic!("no connect failure logged:\n{}", v.log()));
+    assert!(line.contains("TLS handshake with the server") && line.contains("127.0.0.1"), "{line}");
 }
 
 /// `server_http2 = true` on plain TCP: h2 with prior knowledge; HTTP/1.1 clients' requests
@@ -1027,18 +1039,18 @@ fn tls_handshake_is_bounded_and_plain_text_is_refused() {
     let leaf = ca.leaf(&["api.example"]).write(&mut files, "api");
     let backend = HttpBackend::start("b1");
     let bind = free_addr();
-    let keys = format!("{}header_timeout = \"1s\"\n", certificates(&[&leaf]));
+    let keys = format!("{}header_timeout = \"2s\"\n", certificates(&[&leaf]));
     let cfg = format!("{}{}", global(""), service("api", bind, &keys, &[("b1", backend.addr, "")]));
     let v = start(&cfg, &[bind]);
 
-    // Silent: closed after about a second.
+    // Silent: closed after about two seconds.
     let mut s = http_client::connect(bind);
     let port = s.local_addr().unwrap().port();
     let t = Instant::now();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
     let waited = t.elapsed();
-    assert!(waited >= Duration::from_millis(800) && waited < Duration::from_secs(5), "closed after {waited:?}");
+    assert!(waited >= Duration::from_millis(1800) && waited < Duration::from_secs(6), "closed after {waited:?}");
     assert!(buf.is_empty(), "a silent client got {buf:?}");
     let line = v.wait_client_line(port, |l| l.contains("TLS handshake"));
     assert!(line.contains("timed out"), "{line}");
@@ -1050,9 +1062,62 @@ fn tls_handshake_is_bounded_and_plain_text_is_refused() {
     s.write_all(b"GET / HTTP/1.1\r\nHost: api.example\r\n\r\n").unwrap();
     let mut buf = Vec::new();
     let _ = s.read_to_end(&mut buf);
-    assert!(t.elapsed() < Duration::from_millis(900), "plain text closed after {:?}", t.elapsed());
+    assert!(t.elapsed() < Duration::from_millis(1500), "plain text closed after {:?}", t.elapsed());
     assert!(!String::from_utf8_lossy(&buf).contains("HTTP/"), "plain text got an HTTP answer: {buf:?}");
     let line = v.wait_client_line(port, |l| l.contains("TLS handshake"));
     assert!(line.contains("TLS handshake failed"), "{line}");
     assert_eq!(backend.requests(), 0);
+}
+
+/// HTTP/2 over TLS to a server: the request is for an https origin, so its `:scheme` must
+/// be `https` (RFC 9113 §8.3.1), as HAProxy and nginx send it.
+#[test]
+fn h2_over_tls_to_servers_sends_scheme_https() {
+    let ca = Ca::new();
+    let mut files = Files::default();
+    let ca_file = files.write("ca", "pem", &ca.pem());
+    let backend = TlsBackend::start("tls1", &ca.leaf(&["api.internal"]));
+    let bind = free_addr();
+    let keys = tls_to_servers(&ca_file, Some("api.internal"), "server_http2 = true\n");
+    let cfg = format!("{}{}", global(""), service("api", bind, &keys, &[("tls1", backend.addr, "")]));
+    let v = start(&cfg, &[bind]);
+    let r = http_client::get(bind, "/scheme", "");
+    assert_eq!(r.status, 200, "{}\n{}", r.text(), v.log());
+    assert_eq!(r.field("version").as_deref(), Some("HTTP/2.0"));
+    assert_eq!(r.field("scheme").as_deref(), Some("https"), "{}", r.text());
+}
+
+/// `vipgate check` must catch what would stop `vipgate run`: an unreadable `tls_ca_file`
+/// and a `tls_server_name` that is no TLS name, as it does for an https check's `ca_file`.
+#[test]
+fn check_rejects_unusable_tls_to_server_settings() {
+    let mut files = Files::default();
+    let missing = temp_path("missing-ca", "pem").display().to_string();
+    let ca = Ca::new();
+    let ca_file = files.write("ca", "pem", &ca.pem());
+    // Line 7 is `tls = true`, 8 `tls_ca_file`, 9 `tls_server_name`.
+    for (what, keys, needle, at) in [
+        ("missing tls_ca_file", tls_to_servers(&missing, Some("api.internal"), ""), missing.as_str(), 8),
+        ("bad tls_server_name", tls_to_servers(&ca_file, Some("not a name!"), ""), "not a name!", 9),
+    ] {
+        let text = format!(
+            "[global]\nworkers = 2\n\n[services.web]\nbind = \"127.0.0.1:1\"\nmode = \"http\"\n{keys}\n[[services.web.servers]]\nname = \"s1\"\naddress = \"127.0.0.1:2\"\n"
+        );
+        let path = files.write("check", "toml", &text);
+        // What run does with it: refuses to start.
+        let bind = free_addr();
+        let mut run = Vipgate::spawn(&text.replace("127.0.0.1:1", &bind.to_string()));
+        let st = run.wait_exit(WAIT).unwrap_or_else(|| panic!("{what}: vipgate run kept running"));
+        assert_eq!(st.code(), Some(1), "{what}: run:\n{}", run.log());
+
+        let out = run_cli(&["check", "--config", &path]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert_eq!(out.status.code(), Some(1), "{what}: check accepted what run refuses:\n{stdout}{stderr}");
+        let line = stderr
+            .lines()
+            .find(|l| l.contains(needle))
+            .unwrap_or_else(|| panic!("{what}: no diagnostic naming {needle:?}:\n{stderr}"));
+        assert!(line.starts_with(&format!("{path}:{at}:")), "{what}: the diagnostic points at line {at}: {line}");
+    }
 }

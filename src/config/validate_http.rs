@@ -235,9 +235,26 @@ impl Validator {
             "routes" => f.routes = self.routes(key, value),
             "certificates" => f.certificates = self.certificates(key, value),
             "tls" => f.tls = self.boolean(key, value),
-            "tls_ca_file" => f.tls_ca_file = self.string(key, value).map(PathBuf::from),
+            "tls_ca_file" => {
+                f.tls_ca_file = self.string(key, value).map(PathBuf::from);
+                // Loaded now, so `vipgate check` fails where `vipgate run` would.
+                if let Some(path) = &f.tls_ca_file {
+                    if let Err(e) = crate::tls::client_config(Some(path), true) {
+                        self.err(value.span(), e);
+                        f.tls_ca_file = None;
+                    }
+                }
+            }
             "tls_verify" => f.tls_verify = self.boolean(key, value),
-            "tls_server_name" => f.tls_server_name = self.header_value(key, value),
+            "tls_server_name" => {
+                f.tls_server_name = self.header_value(key, value);
+                if let Some(name) = &f.tls_server_name {
+                    if let Err(e) = crate::tls::server_name(name) {
+                        self.err(value.span(), e);
+                        f.tls_server_name = None;
+                    }
+                }
+            }
             _ => {}
         }
         true

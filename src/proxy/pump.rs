@@ -27,6 +27,8 @@ pub enum End {
     Shutdown,
     /// The server's sessions were shut down (marked down, or failback drain).
     Killed,
+    /// `accept_proxy`: the client's PROXY header was missing or broken.
+    BadProxyHeader,
 }
 
 impl End {
@@ -39,6 +41,7 @@ impl End {
             End::ConnectFailure => "connect_failure",
             End::Shutdown => "shutdown",
             End::Killed => "killed",
+            End::BadProxyHeader => "bad_proxy_header",
         }
     }
 }

@@ -33,19 +33,20 @@ pub async fn handle(
     net::tune_stream(&client, &service.keepalive);
     // Behind a front balancer the PROXY header names the real client: it drives source
     // hashing, the log line and the header we send on.
-    let peer = match &service.accept_proxy {
+    // A relayed header names the original destination too, as HAProxy relays it.
+    let (peer, local) = match &service.accept_proxy {
         Some(ap) if ap.expects(peer.ip()) => {
             let wait = service.client_timeout.unwrap_or(PROXY_HEADER_WAIT).min(PROXY_HEADER_WAIT);
             match proxy_protocol::read_header(&client, wait).await {
-                Ok(Addresses::Tcp { source, .. }) => source,
-                Ok(Addresses::Local) => peer,
+                Ok(Addresses::Tcp { source, destination }) => (source, destination),
+                Ok(Addresses::Local) => (peer, local),
                 Err(e) => {
-                    log_refused(peer, &service, started, &format!("bad PROXY header: {e}"));
+                    log_ended_early(peer, &service, started, End::BadProxyHeader, &e.to_string());
                     return;
                 }
             }
         }
-        _ => peer,
+        _ => (peer, local),
     };
     let mut tried = Tried::default();
     let mut failures = 0u32;
@@ -136,6 +137,11 @@ pub async fn handle(
 }
 
 fn log_refused(peer: SocketAddr, service: &Service, started: Instant, reason: &str) {
+    log_ended_early(peer, service, started, End::ConnectFailure, reason);
+}
+
+/// The log line of a connection that never reached a server.
+fn log_ended_early(peer: SocketAddr, service: &Service, started: Instant, end: End, reason: &str) {
     warn!(
         client = %peer,
         service = %service.name,
@@ -143,8 +149,8 @@ fn log_refused(peer: SocketAddr, service: &Service, started: Instant, reason: &s
         bytes_in = 0u64,
         bytes_out = 0u64,
         duration_ms = started.elapsed().as_millis() as u64,
-        end = %End::ConnectFailure,
-        error = %reason,
+        end = %end,
+        error = ?reason,
         "connection closed"
     );
 }

@@ -28,10 +28,21 @@ pub const WAIT: Duration = Duration::from_secs(15);
 // Ports, temp files
 // ---------------------------------------------------------------------------------------
 
-/// A port that was free on 127.0.0.1 a moment ago (bound to :0, then released).
+/// A port that was free on 127.0.0.1 a moment ago (bound to :0, then released), and not
+/// handed out before in this process: the kernel may give a just-released port again,
+/// and two services of one test config must not get the same one.
 pub fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().unwrap().port()
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+        let port = l.local_addr().unwrap().port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
+    panic!("no fresh free port after 100 tries");
 }
 
 /// `127.0.0.1:<free port>`.

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info};
+use tracing::{debug, info, warn};
 
 use crate::balance::{Policy, Pool};
 use crate::config::{self, Http};
@@ -59,7 +59,8 @@ impl HttpService {
             None => None,
             Some(t) => {
                 let alpn: &[&[u8]] = if t.http2 { &[b"h2", b"http/1.1"] } else { &[b"http/1.1"] };
-                let server_config = crate::tls::server::server_config(&t.certificates, alpn).map_err(|e| e.to_string())?;
+                let server_config =
+                    crate::tls::server::server_config(&t.certificates, alpn).map_err(|e| e.to_string())?;
                 Some(TlsAcceptor::from(server_config))
             }
         };
@@ -162,22 +163,24 @@ pub async fn handle(a: Accepted) {
     let accepted = Instant::now();
     net::tune_stream(&a.stream, &a.service.keepalive);
     let header_timeout = http.cfg.header_timeout;
-    let client = match &a.service.accept_proxy {
+    // A relayed header names the original destination too, as HAProxy relays it.
+    let (client, local) = match &a.service.accept_proxy {
         Some(ap) if ap.expects(a.peer.ip()) => match proxy_protocol::read_header(&a.stream, header_timeout).await {
-            Ok(Addresses::Tcp { source, .. }) => source,
-            Ok(Addresses::Local) => a.peer,
+            Ok(Addresses::Tcp { source, destination }) => (source, destination),
+            Ok(Addresses::Local) => (a.peer, a.local),
             Err(e) => {
-                info!(client = %a.peer, service = %a.service.name, error = %e, "connection refused: bad PROXY header");
+                warn!(client = %a.peer, service = %a.service.name, server = "-", end = %crate::proxy::End::BadProxyHeader,
+                    error = ?e.to_string(), "connection closed");
                 return;
             }
         },
-        _ => a.peer,
+        _ => (a.peer, a.local),
     };
     let ctx = Arc::new(ConnCtx {
         service: Arc::clone(&a.service),
         http: Arc::clone(&http),
         client,
-        local: a.local,
+        local,
         tls: http.tls.is_some(),
         accepted,
         last_end: Mutex::new(accepted),

@@ -45,9 +45,11 @@ impl Log {
             None => info!(client = %c.client, service = %c.service.name, server = %self.server, method = %self.method,
                 path = %self.path, status, bytes_in, bytes_out, t_headers_ms = self.headers_ms,
                 t_connect_ms = self.connect_ms, t_response_ms = self.response_ms, t_total_ms = total, "request"),
-            Some(e) => info!(client = %c.client, service = %c.service.name, server = %self.server, method = %self.method,
+            Some(e) => {
+                info!(client = %c.client, service = %c.service.name, server = %self.server, method = %self.method,
                 path = %self.path, status, bytes_in, bytes_out, t_headers_ms = self.headers_ms,
-                t_connect_ms = self.connect_ms, t_response_ms = self.response_ms, t_total_ms = total, error = %e, "request"),
+                t_connect_ms = self.connect_ms, t_response_ms = self.response_ms, t_total_ms = total, error = %e, "request")
+            }
         }
         if let Ok(mut last) = c.last_end.lock() {
             *last = Instant::now();
@@ -183,7 +185,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         let Some(mut outgoing) = req.take() else {
             return log.answer(StatusCode::BAD_GATEWAY, "request lost");
         };
-        set_target(&mut outgoing, &sender, &server.address, host.as_deref(), ctx.tls);
+        set_target(&mut outgoing, &sender, &server.address, host.as_deref(), http.connector.tls.is_some());
         let sent_at = Instant::now();
         let result = match ctx.service.server_timeout {
             Some(t) => match tokio::time::timeout(t, sender.send(outgoing)).await {
@@ -287,13 +289,7 @@ fn pick(pool: &Pool, ctx: &ConnCtx, wanted: Option<&str>, tried: &Tried) -> Opti
 
 /// Hop-by-hop headers out, forwarding headers and request rules in, the persistence
 /// cookie (ours, not the application's) removed.
-fn prepare_request_head(
-    ctx: &ConnCtx,
-    headers: &mut HeaderMap,
-    version: Version,
-    host: Option<&str>,
-    upgrade: bool,
-) {
+fn prepare_request_head(ctx: &ConnCtx, headers: &mut HeaderMap, version: Version, host: Option<&str>, upgrade: bool) {
     let cfg = &ctx.http.cfg;
     rules::strip_hop_by_hop(headers, upgrade);
     if version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
@@ -311,14 +307,21 @@ fn prepare_request_head(
 }
 
 /// Origin-form for HTTP/1.1 servers; HTTP/2 wants scheme and authority.
-fn set_target(req: &mut Request<ProxyBody>, sender: &Sender, server: &std::net::SocketAddr, host: Option<&str>, _tls: bool) {
+/// `server_tls`: the connection to the server is TLS (the :scheme an HTTP/2 server sees).
+fn set_target(
+    req: &mut Request<ProxyBody>,
+    sender: &Sender,
+    server: &std::net::SocketAddr,
+    host: Option<&str>,
+    server_tls: bool,
+) {
     let pq = req.uri().path_and_query().cloned().unwrap_or_else(|| PathAndQuery::from_static("/"));
     if sender.is_h2() {
         *req.version_mut() = Version::HTTP_2;
-        let authority = host
-            .and_then(|h| h.parse::<Authority>().ok())
-            .or_else(|| server.to_string().parse::<Authority>().ok());
-        let mut b = Uri::builder().scheme(Scheme::HTTP).path_and_query(pq.clone());
+        let authority =
+            host.and_then(|h| h.parse::<Authority>().ok()).or_else(|| server.to_string().parse::<Authority>().ok());
+        let scheme = if server_tls { Scheme::HTTPS } else { Scheme::HTTP };
+        let mut b = Uri::builder().scheme(scheme).path_and_query(pq.clone());
         if let Some(a) = authority {
             b = b.authority(a);
         }

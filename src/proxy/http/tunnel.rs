@@ -59,7 +59,13 @@ pub(super) fn spawn(ctx: Arc<ConnCtx>, client: OnUpgrade, server: OnUpgrade, lea
 }
 
 /// Copy both ways until both directions ended, or nothing moved for `idle`.
-async fn pump<C, S>(client: &mut C, server: &mut S, idle: Option<Duration>, up: &mut u64, down: &mut u64) -> &'static str
+async fn pump<C, S>(
+    client: &mut C,
+    server: &mut S,
+    idle: Option<Duration>,
+    up: &mut u64,
+    down: &mut u64,
+) -> &'static str
 where
     C: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,

@@ -109,9 +109,8 @@ impl Connector {
         addresses: (SocketAddr, SocketAddr),
         upgrade: bool,
     ) -> Result<Sender, ConnectError> {
-        let mut stream = net::connect(server.address, server.source, self.connect_timeout)
-            .await
-            .map_err(ConnectError::Connect)?;
+        let mut stream =
+            net::connect(server.address, server.source, self.connect_timeout).await.map_err(ConnectError::Connect)?;
         net::tune_stream(&stream, &self.keepalive);
         if let Some(version) = self.send_proxy {
             let header = proxy_protocol::encode(version, addresses.0, addresses.1);
