@@ -4,6 +4,7 @@
 //! signals, drain) → [`balance`] (pick a live server) → [`proxy`] (forward bytes), while
 //! [`health`] probes servers and flips their state beside it.
 
+pub mod admin;
 pub mod balance;
 pub mod clustercheck;
 pub mod config;

@@ -1,11 +1,14 @@
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing::{error, info};
 
 use vipgate::config::{self, Config};
-use vipgate::runtime::{self, signals::Signals};
+use vipgate::runtime::signals::{Sig, Signals};
+use vipgate::runtime::{self, Control, ReloadSource};
 
 /// TCP load balancer for OpenStack controller VIPs and Galera.
 #[derive(Parser)]
@@ -41,6 +44,31 @@ enum Command {
         /// Run the scripted tour, then exit instead of serving until Ctrl-C.
         #[arg(long)]
         once: bool,
+    },
+    /// Hand over to the binary now at the running vipgate's path without refusing a connect
+    /// (sends it SIGUSR2; see README "Hitless upgrade").
+    Upgrade {
+        /// Process id of the running vipgate.
+        #[arg(long)]
+        pid: i32,
+    },
+    /// Show every service and server of the running vipgate, through its admin API.
+    Status {
+        /// The running vipgate's configuration file: its [admin] table says where to ask.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Ask here instead: IP:PORT, or the path of the admin unix socket.
+        #[arg(long)]
+        admin: Option<String>,
+    },
+    /// Ask the running vipgate to re-read its configuration file; exit 1 with the problems if it refused.
+    Reload {
+        /// The running vipgate's configuration file: its [admin] table says where to ask.
+        #[arg(short, long)]
+        config: PathBuf,
+        /// Ask here instead: IP:PORT, or the path of the admin unix socket.
+        #[arg(long)]
+        admin: Option<String>,
     },
 }
 
@@ -177,12 +205,15 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            run(cfg)
+            run(config, cfg)
         }
         Command::Clustercheck(args) => {
             init_logging();
             clustercheck(args)
         }
+        Command::Upgrade { pid } => upgrade(pid),
+        Command::Status { config, admin } => admin_command(vipgate::admin::client::status(&config, admin.as_deref())),
+        Command::Reload { config, admin } => admin_command(vipgate::admin::client::reload(&config, admin.as_deref())),
         Command::Demo { bind, once } => {
             init_logging();
             let rt = match build_runtime(2) {
@@ -199,6 +230,20 @@ fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+/// `status` and `reload`: the answer on stdout and exit 0, or the error on stderr and exit 1.
+fn admin_command(outcome: Result<String, String>) -> ExitCode {
+    match outcome {
+        Ok(text) => {
+            println!("{}", text.trim_end());
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("{e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -229,7 +274,7 @@ fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
-fn run(cfg: Config) -> ExitCode {
+fn run(path: PathBuf, cfg: Config) -> ExitCode {
     let n = match workers(&cfg) {
         Ok(n) => n,
         Err(e) => {
@@ -253,8 +298,23 @@ fn run(cfg: Config) -> ExitCode {
             }
         };
         info!(version = env!("CARGO_PKG_VERSION"), workers = n, services = cfg.services.len(), "starting");
-        let running = tokio::select! {
-            r = runtime::start(&cfg) => match r {
+        let exec = runtime::upgrade::Exec::current().ok();
+        let inherited = match runtime::upgrade::inherit() {
+            Ok(i) => i,
+            Err(e) => {
+                error!("{e}");
+                return ExitCode::FAILURE;
+            }
+        };
+        let (handed, notify) = match inherited {
+            Some(i) => {
+                let (listeners, notify) = i.split();
+                (listeners, Some(notify))
+            }
+            None => (Default::default(), None),
+        };
+        let mut running = tokio::select! {
+            r = runtime::start_with(&cfg, handed) => match r {
                 Ok(r) => r,
                 Err(e) => {
                     error!("{e}");
@@ -266,9 +326,116 @@ fn run(cfg: Config) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
         };
-        let sig = signals.terminate().await;
+        if let Some(notify) = notify {
+            notify.ready();
+        }
+        let process = running.process();
+        if let Ok(mut h) = process.config_hash.lock() {
+            *h = file_hash(&path);
+        }
+        let (control, mut reloads) = Control::new(running.snapshot_handle(), process);
+        if let Some(admin) = cfg.admin.clone() {
+            let control = control.clone();
+            tokio::spawn(async move {
+                let bind = admin.bind;
+                if let Err(e) = vipgate::admin::serve(admin, control).await {
+                    error!(bind = %bind, error = %e, "admin endpoint failed");
+                }
+            });
+        }
+        let sig = loop {
+            tokio::select! {
+                sig = signals.next() => match sig {
+                    Sig::Stop(sig) => break sig,
+                    Sig::Reload => {
+                        let _ = reload(&path, &mut running, ReloadSource::Signal).await;
+                    }
+                    Sig::Upgrade => {
+                        let Some(exec) = exec.as_ref() else {
+                            error!("upgrade: the binary's path was not known at start; upgrade refused");
+                            continue;
+                        };
+                        // Ready once the new process has run its first health-check round.
+                        let within = Duration::from_secs(60);
+                        match runtime::upgrade::hand_over(exec, running.listener_fds(), within).await {
+                            Ok(pid) => {
+                                info!(pid, "upgrade: the new process accepts; this one stops accepting and drains");
+                                break "upgrade";
+                            }
+                            Err(e) => error!("upgrade failed; this process keeps serving: {e}"),
+                        }
+                    }
+                },
+                Some((source, reply)) = reloads.recv() => {
+                    let outcome = reload(&path, &mut running, source).await;
+                    let _ = reply.send(outcome);
+                }
+            }
+        };
         info!(signal = sig, "shutting down");
-        running.shutdown(cfg.global.grace).await;
+        let grace = running.config().global.grace;
+        running.shutdown(grace).await;
         ExitCode::SUCCESS
     })
+}
+
+/// Re-read `path` and switch to it; an invalid file or a failed switch leaves the running
+/// config in place, is logged and counted, and is the error returned.
+async fn reload(
+    path: &Path,
+    running: &mut runtime::Running,
+    source: ReloadSource,
+) -> Result<runtime::ReloadReport, String> {
+    let process = running.process();
+    process.reloads_total.fetch_add(1, Relaxed);
+    let outcome = match config::load(path) {
+        Err(e) => Err(e.to_string()),
+        Ok(cfg) => running.reload(cfg).await.map_err(|e| e.to_string()),
+    };
+    match &outcome {
+        Ok(r) => {
+            if let Ok(mut h) = process.config_hash.lock() {
+                *h = file_hash(path);
+            }
+            if let Ok(mut last) = process.last_reload_error.lock() {
+                *last = None;
+            }
+            info!(?source, generation = r.generation, services = r.services, binds_added = ?r.binds_added,
+                binds_removed = ?r.binds_removed, servers_added = r.servers_added, servers_removed = r.servers_removed,
+                "config reloaded");
+        }
+        Err(e) => {
+            process.reloads_failed.fetch_add(1, Relaxed);
+            if let Ok(mut last) = process.last_reload_error.lock() {
+                *last = Some(e.clone());
+            }
+            error!(?source, "reload failed; the running config stays:\n{e}");
+        }
+    }
+    outcome
+}
+
+/// `vipgate upgrade --pid PID`: SIGUSR2 to a running vipgate (checked to be one).
+fn upgrade(pid: i32) -> ExitCode {
+    let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+    if comm.trim() != "vipgate" {
+        eprintln!("vipgate upgrade: process {pid} is not a running vipgate");
+        return ExitCode::FAILURE;
+    }
+    // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
+    if unsafe { libc::kill(pid, libc::SIGUSR2) } != 0 {
+        eprintln!("vipgate upgrade: cannot signal {pid}: {}", std::io::Error::last_os_error());
+        return ExitCode::FAILURE;
+    }
+    println!("asked vipgate {pid} to upgrade; it logs \"upgrade: the new process accepts\" when done");
+    ExitCode::SUCCESS
+}
+
+/// SHA-1 of the config file as read now (hex), for metrics and the API.
+fn file_hash(path: &Path) -> String {
+    use sha1::{Digest, Sha1};
+    match std::fs::read(path) {
+        Ok(bytes) => Sha1::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
+        Err(_) => String::new(),
+    }
 }

@@ -1121,3 +1121,45 @@ fn check_rejects_unusable_tls_to_server_settings() {
         assert!(line.starts_with(&format!("{path}:{at}:")), "{what}: the diagnostic points at line {at}: {line}");
     }
 }
+
+/// Certificates are re-read on reload: replace the files, SIGHUP, and new handshakes get
+/// the new certificate while the old config keeps serving until then.
+#[test]
+fn certificates_are_reread_on_reload() {
+    let ca = Ca::new();
+    let mut files = Files::default();
+    let old = ca.leaf(&["api.example.org"]);
+    let new = ca.leaf(&["api.example.org"]);
+    let paths = old.write(&mut files, "reload");
+    let backend = HttpBackend::start("b1");
+    let bind = free_addr();
+    let cfg = format!("{}{}", global(""), service("api", bind, &certificates(&[&paths]), &[("b1", backend.addr, "")]));
+    let v = start(&cfg, &[bind]);
+    let verified = Client::alpn(H1).config(&ca);
+    let cert_now = || {
+        block_on(async {
+            let tls = tls_connect(bind, Arc::clone(&verified), "api.example.org").await.expect("handshake");
+            tls.cert()
+        })
+    };
+    assert!(cert_now() == old.der, "before the reload: the old certificate");
+
+    std::fs::write(&paths.cert, &new.cert_pem).unwrap();
+    std::fs::write(&paths.key, &new.key_pem).unwrap();
+    // Not before a reload: the running config holds what it loaded.
+    assert!(cert_now() == old.der, "the certificate changed without a reload");
+    v.signal(libc::SIGHUP);
+    v.wait_log_line(WAIT, |l| l.contains("config reloaded")).unwrap_or_else(|| panic!("no reload:\n{}", v.log()));
+    assert!(cert_now() == new.der, "after the reload: the new certificate");
+    block_on(async {
+        let tls = tls_connect(bind, Arc::clone(&verified), "api.example.org").await.expect("handshake");
+        let mut h1 = h1_over(tls).await;
+        assert_eq!(h1_get(&mut h1, "/after", "api.example.org").await.status, 200);
+    });
+
+    // A broken replacement is refused by the reload; the running certificate stays.
+    std::fs::write(&paths.key, "not a key").unwrap();
+    v.signal(libc::SIGHUP);
+    v.wait_log_line(WAIT, |l| l.contains("reload failed")).unwrap_or_else(|| panic!("no failed reload:\n{}", v.log()));
+    assert!(cert_now() == new.der, "a failed reload changed the certificate");
+}

@@ -31,8 +31,8 @@ impl Balancer for LeastConn {
                 // a.active / a.weight < b.active / b.weight, without division.
                 Some(b) => {
                     let (a, bs) = (&servers[i], &servers[b]);
-                    let lhs = u64::from(a.active()) * u64::from(bs.weight);
-                    let rhs = u64::from(bs.active()) * u64::from(a.weight);
+                    let lhs = u64::from(a.active()) * u64::from(bs.weight());
+                    let rhs = u64::from(bs.active()) * u64::from(a.weight());
                     if lhs < rhs {
                         Some(i)
                     } else {

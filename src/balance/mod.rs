@@ -184,6 +184,18 @@ impl Pool {
         Some(Lease { server })
     }
 
+    /// Take over `old`'s current server and tier (by server name) across a reload, so
+    /// `failback = "never"` does not move a Galera writer because the config was reloaded.
+    pub fn carry_choice(&self, old: &Pool) {
+        let server = old.current_server.load(Relaxed);
+        if let Some(name) = old.servers.get(server).map(|s| &s.name) {
+            if let Some(i) = self.servers.iter().position(|s| &s.name == name) {
+                self.current_server.store(i, Relaxed);
+            }
+        }
+        self.current_tier.store(old.current_tier.load(Relaxed), Relaxed);
+    }
+
     fn note_choice(&self, index: usize, tier: u32) {
         let prev_server = self.current_server.swap(index, Relaxed);
         let prev_tier = self.current_tier.swap(tier as usize, Relaxed);

@@ -42,7 +42,7 @@ fn weighted_draw(servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, tota
         if !eligible(i) {
             continue;
         }
-        let w = u64::from(s.weight);
+        let w = u64::from(s.weight());
         if r < w {
             return Some(i);
         }
@@ -53,15 +53,15 @@ fn weighted_draw(servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, tota
 
 impl Balancer for PowerOfTwo {
     fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, _client: IpAddr) -> Option<usize> {
-        let total: u64 = (0..servers.len()).filter(|&i| eligible(i)).map(|i| u64::from(servers[i].weight)).sum();
+        let total: u64 = (0..servers.len()).filter(|&i| eligible(i)).map(|i| u64::from(servers[i].weight())).sum();
         if total == 0 {
             return None;
         }
         let a = weighted_draw(servers, eligible, total)?;
         let b = weighted_draw(servers, eligible, total)?;
         let (sa, sb) = (&servers[a], &servers[b]);
-        let load_a = u64::from(sa.active()) * u64::from(sb.weight);
-        let load_b = u64::from(sb.active()) * u64::from(sa.weight);
+        let load_a = u64::from(sa.active()) * u64::from(sb.weight());
+        let load_b = u64::from(sb.active()) * u64::from(sa.weight());
         Some(if load_b < load_a { b } else { a })
     }
 }

@@ -30,7 +30,7 @@ impl Balancer for RoundRobin {
             if !eligible(i) {
                 continue;
             }
-            let w = i64::from(s.weight);
+            let w = i64::from(s.weight());
             current[i] += w;
             total += w;
             if best.is_none_or(|b| current[i] > current[b]) {

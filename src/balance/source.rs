@@ -10,24 +10,23 @@ use super::hash::{client_key, hrw_hash, hrw_score};
 use super::Balancer;
 use crate::runtime::Server;
 
-pub struct SourceHash {
-    /// All weights equal: the weighted score is monotonic in the raw hash, so comparing
-    /// hashes picks the same server without a logarithm per server.
-    uniform: bool,
-}
+pub struct SourceHash;
 
 impl SourceHash {
-    pub fn new(servers: &[Arc<Server>]) -> Self {
-        let mut weights = servers.iter().map(|s| s.weight).filter(|&w| w > 0);
-        let first = weights.next();
-        SourceHash { uniform: weights.all(|w| Some(w) == first) }
+    pub fn new(_servers: &[Arc<Server>]) -> Self {
+        SourceHash
     }
 }
 
 impl Balancer for SourceHash {
     fn pick(&self, servers: &[Arc<Server>], eligible: &dyn Fn(usize) -> bool, client: IpAddr) -> Option<usize> {
         let key = client_key(client);
-        if self.uniform {
+        // All eligible weights equal (the usual case): the weighted score is monotonic in
+        // the raw hash, so comparing hashes picks the same server without a logarithm per
+        // server. Weights change at run time (admin API), so this is decided per pick.
+        let mut weights = (0..servers.len()).filter(|&i| eligible(i)).map(|i| servers[i].weight());
+        let first = weights.next();
+        if weights.all(|w| Some(w) == first) {
             return (0..servers.len()).filter(|&i| eligible(i)).max_by_key(|&i| hrw_hash(key, servers[i].hash_key));
         }
         let mut best: Option<(usize, f64)> = None;
@@ -35,7 +34,7 @@ impl Balancer for SourceHash {
             if !eligible(i) {
                 continue;
             }
-            let score = hrw_score(key, s.hash_key, s.weight);
+            let score = hrw_score(key, s.hash_key, s.weight());
             if best.is_none_or(|(_, b)| score > b) {
                 best = Some((i, score));
             }

@@ -28,9 +28,36 @@ impl Default for Global {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+/// `[admin]`: the admin HTTP endpoint (health, metrics, JSON API, status page).
+#[derive(Clone, PartialEq)]
 pub struct Admin {
+    /// TCP address; loopback unless configured otherwise.
     pub bind: SocketAddr,
+    /// Bearer token every request over TCP must carry (except `/healthz`), read from
+    /// `token_file` when the config loads.
+    pub token: Option<String>,
+    /// Where the token came from, for messages.
+    pub token_file: Option<std::path::PathBuf>,
+    /// A unix socket serving the same API without the token: its file mode (0600) is the
+    /// access control.
+    pub socket: Option<std::path::PathBuf>,
+}
+
+impl Admin {
+    /// Loopback, so the endpoint is never reachable from the network unless configured so.
+    pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), 9100);
+}
+
+// By hand, so that printing a config (debug logs, test failures) never shows the token.
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin")
+            .field("bind", &self.bind)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("socket", &self.socket)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -187,14 +187,52 @@ impl Validator {
     }
 
     fn admin(&mut self, t: &DeTable<'_>) -> Option<Admin> {
-        let mut bind = None;
+        const KEYS: &[&str] = &["bind", "token_file", "socket"];
+        let mut admin = Admin { bind: Admin::DEFAULT_BIND, token: None, token_file: None, socket: None };
         for (key, value) in t.iter() {
             match key.get_ref().as_ref() {
-                "bind" => bind = self.string(key, value).and_then(|s| self.bind_addr(&value.span(), s)),
-                _ => self.unknown(key, "[admin]", &["bind"]),
+                "bind" => {
+                    if let Some(bind) = self.string(key, value).and_then(|s| self.bind_addr(&value.span(), s)) {
+                        admin.bind = bind;
+                    }
+                }
+                "token_file" => {
+                    let Some(path) = self.string(key, value) else { continue };
+                    match std::fs::read_to_string(path) {
+                        Ok(text) => {
+                            // Editors end a one-line secret with a newline; it is not part of the token.
+                            let token = text.trim();
+                            if token.is_empty() {
+                                self.err(value.span(), format!("token_file \"{path}\" is empty"));
+                            } else if !token.bytes().all(|b| b.is_ascii_graphic()) {
+                                self.err(
+                                    value.span(),
+                                    format!(
+                                        "token_file \"{path}\": the token must be one line of printable ASCII \
+                                         without spaces (it travels in an Authorization header)"
+                                    ),
+                                );
+                            } else {
+                                admin.token = Some(token.to_string());
+                                admin.token_file = Some(path.into());
+                            }
+                        }
+                        Err(e) => self.err(value.span(), format!("cannot read token_file \"{path}\": {e}")),
+                    }
+                }
+                "socket" => {
+                    let Some(path) = self.string(key, value) else { continue };
+                    // sun_path holds 108 bytes including the terminating NUL.
+                    if path.is_empty() || path.len() > 107 {
+                        self.err(value.span(), "\"socket\" must be a path of 1 to 107 bytes (the unix socket limit)");
+                    } else {
+                        admin.socket = Some(path.into());
+                    }
+                }
+                _ => self.unknown(key, "[admin]", KEYS),
             }
         }
-        bind.map(|bind| Admin { bind })
+        Some(admin)
     }
 
     fn service_fields(&mut self, t: &DeTable<'_>, section: &str, in_defaults: bool) -> ServiceFields {

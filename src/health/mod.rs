@@ -92,7 +92,13 @@ struct CheckJob {
 impl CheckJob {
     async fn run(self, first: oneshot::Sender<()>) {
         let target = target(&self.check, &self.server);
-        let mut state = HealthState::new(self.check.rise, self.check.fall);
+        // A server kept across a reload goes on from its state; a new one is decided by
+        // its first probe.
+        let mut state = match self.server.health() {
+            Health::Unchecked => HealthState::new(self.check.rise, self.check.fall),
+            Health::Up | Health::GoingDown => HealthState::resume(self.check.rise, self.check.fall, true),
+            Health::Down | Health::GoingUp => HealthState::resume(self.check.rise, self.check.fall, false),
+        };
         let mut first = Some(first);
         let mut delay = Duration::ZERO;
         loop {

@@ -29,6 +29,14 @@ impl HealthState {
         HealthState { rise: rise.max(1), fall: fall.max(1), health: None }
     }
 
+    /// Go on from a state already known (a server kept across a reload): no first-probe
+    /// verdict, the usual `rise`/`fall` from here.
+    pub fn resume(rise: u32, fall: u32, up: bool) -> Self {
+        let mut s = HealthState::new(rise, fall);
+        s.health = Some(if up { s.top() } else { 0 });
+        s
+    }
+
     fn top(&self) -> u32 {
         self.rise + self.fall - 1
     }

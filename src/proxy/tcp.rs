@@ -30,6 +30,7 @@ pub async fn handle(
     shutdown: watch::Receiver<bool>,
 ) {
     let started = Instant::now();
+    service.stats.connections_total.fetch_add(1, Relaxed);
     net::tune_stream(&client, &service.keepalive);
     // Behind a front balancer the PROXY header names the real client: it drives source
     // hashing, the log line and the header we send on.
@@ -88,6 +89,7 @@ pub async fn handle(
                     log_refused(peer, &service, started, "connect retries exhausted");
                     return;
                 }
+                service.stats.retries.fetch_add(1, Relaxed);
             }
         }
     };

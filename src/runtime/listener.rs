@@ -17,8 +17,13 @@ use crate::proxy;
 
 pub struct AcceptLoop {
     pub listener: TcpListener,
+    /// The bound address (the real port when the config said 0).
     pub bind: SocketAddr,
-    pub service: String,
+    /// The bind as configured: the key the snapshot maps to a service.
+    pub configured: SocketAddr,
+    /// The service this bind belongs to; a reload may hand the bind to another service
+    /// without closing the socket.
+    pub service: watch::Receiver<Arc<str>>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub use_splice: bool,
     pub tracker: Tracker,
@@ -42,7 +47,11 @@ impl AcceptLoop {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
                     let snapshot = self.snapshot.load();
-                    let Some(service) = snapshot.service(&self.service).cloned() else {
+                    let found = snapshot.service_for_bind(self.configured).or_else(|| {
+                        let name = self.service.borrow().clone();
+                        snapshot.service(&name)
+                    });
+                    let Some(service) = found.cloned() else {
                         // The service was removed while this listener was still open.
                         continue;
                     };

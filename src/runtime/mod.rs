@@ -1,11 +1,14 @@
 //! The running balancer: build the snapshot, start health checks, open listeners, and
 //! on shutdown close listeners at once and let open connections drain.
 
+pub mod control;
 mod drain;
 mod listener;
 mod server;
 pub mod signals;
 mod snapshot;
+pub mod stats;
+pub mod upgrade;
 
 use std::fmt;
 use std::io;
@@ -13,14 +16,18 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
 use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
+pub use control::{Control, ReloadSource};
 pub use drain::Tracker;
 pub use server::{AdminState, Health, ProbeResult, Server, ServerStats, State};
 pub use snapshot::{Service, Snapshot};
+pub use stats::ServiceStats;
 
 use crate::config::Config;
 use crate::health;
@@ -56,11 +63,36 @@ impl std::error::Error for RunError {}
 pub struct Running {
     snapshot: Arc<ArcSwap<Snapshot>>,
     tracker: Tracker,
-    stop_tx: watch::Sender<bool>,
     close_all_tx: watch::Sender<bool>,
-    accept_tasks: Vec<JoinHandle<()>>,
+    close_all_rx: watch::Receiver<bool>,
+    listeners: Vec<Listener>,
     check_tasks: Vec<JoinHandle<()>>,
-    local_addrs: Vec<(String, SocketAddr)>,
+    config: Config,
+    use_splice: bool,
+    process: Arc<ProcessStats>,
+}
+
+/// One open bind and its accept loop.
+struct Listener {
+    /// As configured (port 0 stays 0 here; `local` has the real one).
+    bind: SocketAddr,
+    local: SocketAddr,
+    /// The listening socket, owned by the accept loop while it runs (for an upgrade).
+    fd: std::os::fd::RawFd,
+    service: watch::Sender<Arc<str>>,
+    stop: watch::Sender<bool>,
+    task: JoinHandle<()>,
+}
+
+/// What a reload changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadReport {
+    pub generation: u64,
+    pub services: usize,
+    pub binds_added: Vec<SocketAddr>,
+    pub binds_removed: Vec<SocketAddr>,
+    pub servers_added: usize,
+    pub servers_removed: usize,
 }
 
 /// Start everything in `config` on the current tokio runtime.
@@ -70,70 +102,95 @@ pub struct Running {
 /// starts accepting once every server's first probe has finished: no client lands on a
 /// server that was never checked.
 pub async fn start(config: &Config) -> Result<Running, RunError> {
+    start_with(config, std::collections::HashMap::new()).await
+}
+
+/// [`start`], taking listeners handed over by an upgrading process instead of binding
+/// them again (by configured bind address).
+pub async fn start_with(
+    config: &Config,
+    mut inherited: std::collections::HashMap<SocketAddr, std::net::TcpListener>,
+) -> Result<Running, RunError> {
     let snapshot = Snapshot::new(config).map_err(|(service, message)| RunError::Tls { service, message })?;
     let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
     let use_splice = config.global.splice && cfg!(target_os = "linux");
 
-    let mut listeners = Vec::new();
+    let mut bound = Vec::new();
     for svc in &config.services {
         for &bind in &svc.binds {
-            let std_listener = crate::net::bind_listener(bind, BACKLOG).map_err(|source| RunError::Bind {
-                service: svc.name.clone(),
-                bind,
-                source,
-            })?;
-            let listener = tokio::net::TcpListener::from_std(std_listener).map_err(|source| RunError::Bind {
-                service: svc.name.clone(),
-                bind,
-                source,
-            })?;
-            let local = listener.local_addr().unwrap_or(bind);
-            listeners.push((svc.name.clone(), local, listener));
+            let listener = match inherited.remove(&bind) {
+                Some(l) => tokio::net::TcpListener::from_std(l).map_err(|source| RunError::Bind {
+                    service: svc.name.clone(),
+                    bind,
+                    source,
+                })?,
+                None => open_listener(&svc.name, bind)?,
+            };
+            bound.push((svc.name.clone(), bind, listener));
         }
+    }
+    for (bind, _) in inherited {
+        info!(bind = %bind, "handed-over listener not in the config: closed");
     }
 
     let current = snapshot.load_full();
-    let mut check_tasks = Vec::new();
+    let (check_tasks, first) = spawn_all_checks(config, &current)?;
+    first.await;
+
+    let (close_all_tx, close_all_rx) = watch::channel(false);
+    let mut running = Running {
+        snapshot,
+        tracker: Tracker::default(),
+        close_all_tx,
+        close_all_rx,
+        listeners: Vec::new(),
+        check_tasks,
+        config: config.clone(),
+        use_splice,
+        process: Arc::new(ProcessStats::default()),
+    };
+    for (service, bind, listener) in bound {
+        running.spawn_listener(&service, bind, listener);
+    }
+    Ok(running)
+}
+
+fn open_listener(service: &str, bind: SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
+    let err = |source| RunError::Bind { service: service.to_string(), bind, source };
+    let std_listener = crate::net::bind_listener(bind, BACKLOG).map_err(err)?;
+    tokio::net::TcpListener::from_std(std_listener).map_err(err)
+}
+
+/// Start the checks of every service; the future resolves once every server's first
+/// probe has finished (bounded by each check's timeout).
+fn spawn_all_checks(
+    config: &Config,
+    snapshot: &Snapshot,
+) -> Result<(Vec<JoinHandle<()>>, impl std::future::Future<Output = ()>), RunError> {
+    let mut tasks = Vec::new();
     let mut first_rounds = Vec::new();
-    for (svc_cfg, svc) in config.services.iter().zip(current.services.iter()) {
+    for (svc_cfg, svc) in config.services.iter().zip(snapshot.services.iter()) {
         if let Some(check) = &svc_cfg.check {
-            let checks = health::spawn_checks(&svc.name, check, svc.on_down, svc.pool.servers())
-                .map_err(|message| RunError::Check { service: svc.name.clone(), message })?;
-            check_tasks.extend(checks.tasks);
-            let first = checks.first_round;
+            let checks = match health::spawn_checks(&svc.name, check, svc.on_down, svc.pool.servers()) {
+                Ok(c) => c,
+                Err(message) => {
+                    for t in tasks {
+                        JoinHandle::abort(&t);
+                    }
+                    return Err(RunError::Check { service: svc.name.clone(), message });
+                }
+            };
+            tasks.extend(checks.tasks);
             // Bounded: a probe never outlives its timeout, plus slack for a busy machine.
-            let bound = check.timeout + Duration::from_secs(1);
-            first_rounds.push(async move {
-                let all = futures_join(first);
-                let _ = tokio::time::timeout(bound, all).await;
-            });
+            first_rounds.push((check.timeout + Duration::from_secs(1), checks.first_round));
         }
     }
-    for round in first_rounds {
-        round.await;
-    }
-
-    let (stop_tx, stop_rx) = watch::channel(false);
-    let (close_all_tx, close_all_rx) = watch::channel(false);
-    let tracker = Tracker::default();
-    let mut accept_tasks = Vec::new();
-    let mut local_addrs = Vec::new();
-    for (service, local, listener) in listeners {
-        info!(service = %service, bind = %local, splice = use_splice, "listening");
-        local_addrs.push((service.clone(), local));
-        let accept = listener::AcceptLoop {
-            listener,
-            bind: local,
-            service,
-            snapshot: Arc::clone(&snapshot),
-            use_splice,
-            tracker: tracker.clone(),
-            stop: stop_rx.clone(),
-            close_all: close_all_rx.clone(),
-        };
-        accept_tasks.push(tokio::spawn(accept.run()));
-    }
-    Ok(Running { snapshot, tracker, stop_tx, close_all_tx, accept_tasks, check_tasks, local_addrs })
+    let all = async move {
+        for (bound, first) in first_rounds {
+            let _ = tokio::time::timeout(bound, futures_join(first)).await;
+        }
+    };
+    Ok((tasks, all))
 }
 
 async fn futures_join(receivers: Vec<tokio::sync::oneshot::Receiver<()>>) {
@@ -143,13 +200,52 @@ async fn futures_join(receivers: Vec<tokio::sync::oneshot::Receiver<()>>) {
 }
 
 impl Running {
+    fn spawn_listener(&mut self, service: &str, bind: SocketAddr, listener: tokio::net::TcpListener) {
+        let local = listener.local_addr().unwrap_or(bind);
+        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        info!(service = %service, bind = %local, splice = self.use_splice, "listening");
+        let (service_tx, service_rx) = watch::channel(Arc::<str>::from(service));
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let accept = listener::AcceptLoop {
+            listener,
+            bind: local,
+            configured: bind,
+            service: service_rx,
+            snapshot: Arc::clone(&self.snapshot),
+            use_splice: self.use_splice,
+            tracker: self.tracker.clone(),
+            stop: stop_rx,
+            close_all: self.close_all_rx.clone(),
+        };
+        let task = tokio::spawn(accept.run());
+        self.listeners.push(Listener { bind, local, fd, service: service_tx, stop: stop_tx, task });
+    }
+
     /// Each listener's service and actual bound address (useful with port 0).
-    pub fn local_addrs(&self) -> &[(String, SocketAddr)] {
-        &self.local_addrs
+    pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
+        self.listeners.iter().map(|l| (l.service.borrow().to_string(), l.local)).collect()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
         self.snapshot.load_full()
+    }
+
+    /// The live snapshot, for readers beside the runtime (admin API, metrics).
+    pub fn snapshot_handle(&self) -> Arc<ArcSwap<Snapshot>> {
+        Arc::clone(&self.snapshot)
+    }
+
+    pub fn process(&self) -> Arc<ProcessStats> {
+        Arc::clone(&self.process)
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Every listening socket by configured bind (valid while `self` runs them), for an upgrade.
+    pub fn listener_fds(&self) -> Vec<(SocketAddr, std::os::fd::RawFd)> {
+        self.listeners.iter().map(|l| (l.bind, l.fd)).collect()
     }
 
     /// Connections currently open.
@@ -157,12 +253,91 @@ impl Running {
         self.tracker.open()
     }
 
+    /// Switch to `config` without dropping anything: connections already open go on with
+    /// the snapshot they started with; a bind that stays keeps its socket (no moment of
+    /// refused connects); new binds open, removed ones stop accepting and drain; servers
+    /// that keep their service, name and address keep health and counters. On any error
+    /// nothing has changed.
+    pub async fn reload(&mut self, config: Config) -> Result<ReloadReport, RunError> {
+        let old = self.snapshot.load_full();
+        let snapshot =
+            Snapshot::rebuild(&config, Some(&old)).map_err(|(service, message)| RunError::Tls { service, message })?;
+
+        // Open new binds first: if one fails, close what was opened and keep running as before.
+        let mut opened = Vec::new();
+        for svc in &config.services {
+            for &bind in &svc.binds {
+                if !self.listeners.iter().any(|l| l.bind == bind) {
+                    opened.push((svc.name.clone(), bind, open_listener(&svc.name, bind)?));
+                }
+            }
+        }
+        let snapshot = Arc::new(snapshot);
+        let (check_tasks, first) = spawn_all_checks(&config, &snapshot)?;
+
+        // Commit.
+        let mut report = ReloadReport { services: config.services.len(), ..ReloadReport::default() };
+        let before: Vec<(&str, &str, SocketAddr)> = old
+            .services
+            .iter()
+            .flat_map(|s| s.pool.servers().iter().map(move |v| (s.name.as_str(), v.name.as_str(), v.address)))
+            .collect();
+        let after: Vec<(&str, &str, SocketAddr)> = snapshot
+            .services
+            .iter()
+            .flat_map(|s| s.pool.servers().iter().map(move |v| (s.name.as_str(), v.name.as_str(), v.address)))
+            .collect();
+        report.servers_added = after.iter().filter(|k| !before.contains(k)).count();
+        report.servers_removed = before.iter().filter(|k| !after.contains(k)).count();
+        // Removed binds stop accepting before the swap, so nothing they accepted meets
+        // a snapshot without their service. Their open connections drain.
+        let (kept, removed): (Vec<Listener>, Vec<Listener>) = std::mem::take(&mut self.listeners)
+            .into_iter()
+            .partition(|l| config.services.iter().any(|s| s.binds.contains(&l.bind)));
+        for l in &removed {
+            let _ = l.stop.send(true);
+        }
+        for l in removed {
+            info!(bind = %l.local, "bind removed by reload: no longer accepting; open connections drain");
+            report.binds_removed.push(l.local);
+            let _ = l.task.await;
+        }
+        self.snapshot.store(Arc::clone(&snapshot));
+        snapshot.commit();
+        for t in std::mem::replace(&mut self.check_tasks, check_tasks) {
+            t.abort();
+        }
+        for l in &kept {
+            if let Some(svc) = config.services.iter().find(|s| s.binds.contains(&l.bind)) {
+                if **l.service.borrow() != *svc.name {
+                    l.service.send_replace(Arc::from(svc.name.as_str()));
+                }
+            }
+        }
+        self.listeners = kept;
+        self.config = config;
+        // New binds start accepting once their servers' first probes are in, as at start.
+        if !opened.is_empty() {
+            first.await;
+        }
+        for (service, bind, listener) in opened {
+            self.spawn_listener(&service, bind, listener);
+            if let Some(l) = self.listeners.last() {
+                report.binds_added.push(l.local);
+            }
+        }
+        report.generation = self.process.generation.fetch_add(1, Relaxed) + 1;
+        Ok(report)
+    }
+
     /// Close every listener now (new connects are refused), let open connections finish
     /// for up to `grace`, then end the rest.
     pub async fn shutdown(self, grace: Duration) {
-        let _ = self.stop_tx.send(true);
-        for task in self.accept_tasks {
-            let _ = task.await;
+        for l in &self.listeners {
+            let _ = l.stop.send(true);
+        }
+        for l in self.listeners {
+            let _ = l.task.await;
         }
         let open = self.tracker.open();
         info!(open_connections = open, grace_ms = grace.as_millis() as u64, "listeners closed; draining");
@@ -177,4 +352,16 @@ impl Running {
         }
         info!("stopped");
     }
+}
+
+/// Process-wide counters the admin API and metrics read.
+#[derive(Debug, Default)]
+pub struct ProcessStats {
+    /// Bumped by every successful reload (0 = the config the process started with).
+    pub generation: AtomicU64,
+    pub reloads_total: AtomicU64,
+    pub reloads_failed: AtomicU64,
+    /// SHA-1 of the config file text in use, and the last reload error.
+    pub config_hash: std::sync::Mutex<String>,
+    pub last_reload_error: std::sync::Mutex<Option<String>>,
 }

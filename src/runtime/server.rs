@@ -81,7 +81,10 @@ pub struct ProbeResult {
 pub struct Server {
     pub name: String,
     pub address: SocketAddr,
-    pub weight: u32,
+    /// Changed at run time by the admin API; read through [`Server::weight`].
+    weight: AtomicU32,
+    /// The weight the config gave (a reload that leaves it alone keeps the operator's).
+    config_weight: AtomicU32,
     /// Priority tier: 0 = active, 1 = backup, ...
     pub tier: u32,
     /// Local address for outgoing connections (server's own, else the service's).
@@ -116,6 +119,8 @@ pub struct ServerStats {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub state_changes: AtomicU64,
+    pub probes_total: AtomicU64,
+    pub probe_failures: AtomicU64,
 }
 
 impl Server {
@@ -125,7 +130,8 @@ impl Server {
         Server {
             name: cfg.name.clone(),
             address: cfg.address,
-            weight: cfg.weight,
+            weight: AtomicU32::new(cfg.weight),
+            config_weight: AtomicU32::new(cfg.weight),
             tier: cfg.tier,
             source: cfg.source.or(service_source),
             check_port: cfg.check_port,
@@ -238,7 +244,7 @@ impl Server {
 
     /// May this server take new traffic at all?
     pub fn usable(&self) -> bool {
-        self.weight > 0 && self.is_up() && self.admin() == AdminState::Ready
+        self.weight() > 0 && self.is_up() && self.admin() == AdminState::Ready
     }
 
     /// A connect from real traffic succeeded.
@@ -277,11 +283,62 @@ impl Server {
         self.sessions.send_modify(|generation| *generation += 1);
     }
 
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Relaxed)
+    }
+
+    /// Operator's weight (0–256); 0 takes no new traffic.
+    pub fn set_weight(&self, w: u32) {
+        self.weight.store(w.min(crate::config::MAX_WEIGHT), Relaxed);
+    }
+
+    /// The weight the config last gave.
+    pub(crate) fn config_weight(&self) -> u32 {
+        self.config_weight.load(Relaxed)
+    }
+
+    /// A reload changed the config's weight: it replaces the operator's.
+    pub(crate) fn set_config_weight(&self, w: u32) {
+        self.config_weight.store(w, Relaxed);
+        self.set_weight(w);
+    }
+
+    /// The service no longer checks this server: like any unchecked server, it serves.
+    pub(crate) fn reset_unchecked(&self) {
+        self.health.store(Health::Unchecked as u8, Relaxed);
+        self.up.store(true, Relaxed);
+    }
+
+    /// A server kept across a reload whose settings changed: take over the old one's
+    /// health, operator state, last probe and counters.
+    pub fn carry_from(&self, old: &Server) {
+        self.health.store(old.health.load(Relaxed), Relaxed);
+        self.up.store(old.up.load(Relaxed), Relaxed);
+        self.admin.store(old.admin.load(Relaxed), Relaxed);
+        *self.last_probe.lock().unwrap_or_else(|p| p.into_inner()) = old.last_probe();
+        let (a, b) = (&self.stats, &old.stats);
+        for (to, from) in [
+            (&a.connections_total, &b.connections_total),
+            (&a.connect_failures, &b.connect_failures),
+            (&a.bytes_in, &b.bytes_in),
+            (&a.bytes_out, &b.bytes_out),
+            (&a.state_changes, &b.state_changes),
+            (&a.probes_total, &b.probes_total),
+            (&a.probe_failures, &b.probe_failures),
+        ] {
+            to.store(from.load(Relaxed), Relaxed);
+        }
+    }
+
     pub fn last_probe(&self) -> Option<ProbeResult> {
         self.last_probe.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     pub(crate) fn record_probe(&self, result: ProbeResult) {
+        self.stats.probes_total.fetch_add(1, Relaxed);
+        if !result.ok {
+            self.stats.probe_failures.fetch_add(1, Relaxed);
+        }
         *self.last_probe.lock().unwrap_or_else(|p| p.into_inner()) = Some(result);
     }
 }

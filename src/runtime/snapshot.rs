@@ -26,61 +26,160 @@ pub struct Service {
     pub accept_proxy: Option<AcceptProxy>,
     /// `mode = "http"`: its settings, TLS and server connection pools.
     pub http: Option<Arc<HttpService>>,
+    /// Counters that outlive a reload (the service keeps its name).
+    pub stats: Arc<super::ServiceStats>,
+    /// "tcp" or "http", for the API and metrics.
+    pub mode: config::Mode,
+    pub balance: config::BalanceKind,
+    /// As configured.
+    pub binds: Vec<std::net::SocketAddr>,
 }
 
 impl Service {
     /// Fails on TLS settings that cannot be loaded (certificate files, CA file).
     pub fn new(cfg: &config::Service) -> Result<Self, String> {
+        Service::build(cfg, None).map(|(s, _)| s)
+    }
+
+    /// Build from config; with `old` (the same service before a reload) a server that
+    /// keeps its name and address keeps its health, operator state and counters, and a
+    /// `first`/`failback` choice carries over. Changes to servers that are live now are
+    /// returned, not made: they apply when the new snapshot is committed.
+    pub fn build(cfg: &config::Service, old: Option<&Service>) -> Result<(Self, Vec<Pending>), String> {
+        let mut pending = Vec::new();
         let servers: Vec<Arc<Server>> = cfg
             .servers
             .iter()
             .map(|s| {
-                let server = Server::new(s, cfg.source);
-                // A checked server takes no traffic until its first probe says so.
-                if cfg.check.is_some() {
-                    server.hold_until_checked();
+                let before =
+                    old.and_then(|o| o.pool.servers().iter().find(|p| p.name == s.name && p.address == s.address));
+                match before {
+                    Some(b) if same_settings(b, s, cfg.source) => {
+                        if b.config_weight() != s.weight {
+                            pending.push(Pending::ConfigWeight(Arc::clone(b), s.weight));
+                        }
+                        if cfg.check.is_none() {
+                            pending.push(Pending::Unchecked(Arc::clone(b)));
+                        }
+                        Arc::clone(b)
+                    }
+                    Some(b) => {
+                        // Not live yet: settle it here.
+                        let server = Server::new(s, cfg.source);
+                        server.carry_from(b);
+                        if b.config_weight() == s.weight {
+                            server.set_weight(b.weight());
+                        }
+                        if cfg.check.is_none() {
+                            server.reset_unchecked();
+                        }
+                        Arc::new(server)
+                    }
+                    None => {
+                        let server = Server::new(s, cfg.source);
+                        // A checked server takes no traffic until its first probe says so.
+                        if cfg.check.is_some() {
+                            server.hold_until_checked();
+                        }
+                        Arc::new(server)
+                    }
                 }
-                Arc::new(server)
             })
             .collect();
         let http = match cfg.mode {
             config::Mode::Http => Some(Arc::new(HttpService::new(cfg, &servers)?)),
             config::Mode::Tcp => None,
         };
-        Ok(Service {
-            name: cfg.name.clone(),
-            pool: Pool::with_policy(
-                cfg.balance,
-                servers,
-                Policy { failback: cfg.failback, all_backups: cfg.all_backups },
-            ),
-            connect_timeout: cfg.connect_timeout,
-            client_timeout: cfg.client_timeout,
-            server_timeout: cfg.server_timeout,
-            retries: cfg.retries,
-            keepalive: cfg.keepalive,
-            observe_errors: cfg.observe_errors,
-            on_down: cfg.on_down,
-            send_proxy: cfg.send_proxy,
-            accept_proxy: cfg.accept_proxy.clone(),
-            http,
-        })
+        let pool =
+            Pool::with_policy(cfg.balance, servers, Policy { failback: cfg.failback, all_backups: cfg.all_backups });
+        if let Some(o) = old {
+            pool.carry_choice(&o.pool);
+        }
+        Ok((
+            Service {
+                name: cfg.name.clone(),
+                pool,
+                connect_timeout: cfg.connect_timeout,
+                client_timeout: cfg.client_timeout,
+                server_timeout: cfg.server_timeout,
+                retries: cfg.retries,
+                keepalive: cfg.keepalive,
+                observe_errors: cfg.observe_errors,
+                on_down: cfg.on_down,
+                send_proxy: cfg.send_proxy,
+                accept_proxy: cfg.accept_proxy.clone(),
+                http,
+                stats: old.map(|o| Arc::clone(&o.stats)).unwrap_or_default(),
+                mode: cfg.mode,
+                balance: cfg.balance,
+                binds: cfg.binds.clone(),
+            },
+            pending,
+        ))
     }
 }
 
-/// All services, in config order.
+/// Settings a live server cannot change in place.
+fn same_settings(live: &Server, cfg: &config::Server, service_source: Option<std::net::IpAddr>) -> bool {
+    live.tier == cfg.tier
+        && live.source == cfg.source.or(service_source)
+        && live.check_port == cfg.check_port
+        && live.check_address == cfg.check_address
+}
+
+/// A change to a live server that a reload makes only once it commits.
+pub enum Pending {
+    /// The config's weight changed: it replaces the operator's.
+    ConfigWeight(Arc<Server>, u32),
+    /// The service no longer has a check: the server serves, as any unchecked one.
+    Unchecked(Arc<Server>),
+}
+
+/// All services, in config order, and which service each bind feeds: one load of the
+/// snapshot answers both, so a bind moved to another service by a reload never sees a
+/// service that is gone.
 pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
+    binds: Vec<(std::net::SocketAddr, usize)>,
+    pending: std::sync::Mutex<Vec<Pending>>,
 }
 
 impl Snapshot {
     /// Fails naming the service whose TLS settings cannot be loaded.
     pub fn new(config: &Config) -> Result<Self, (String, String)> {
+        Snapshot::rebuild(config, None)
+    }
+
+    /// A snapshot for `config`, carrying server state over from `old` (reload). Nothing
+    /// live changes until [`Snapshot::commit`].
+    pub fn rebuild(config: &Config, old: Option<&Snapshot>) -> Result<Self, (String, String)> {
         let mut services = Vec::with_capacity(config.services.len());
-        for s in &config.services {
-            services.push(Arc::new(Service::new(s).map_err(|e| (s.name.clone(), e))?));
+        let mut pending = Vec::new();
+        let mut binds = Vec::new();
+        for (i, s) in config.services.iter().enumerate() {
+            let before = old.and_then(|o| o.service(&s.name)).map(|a| a.as_ref());
+            let (svc, p) = Service::build(s, before).map_err(|e| (s.name.clone(), e))?;
+            services.push(Arc::new(svc));
+            pending.extend(p);
+            binds.extend(s.binds.iter().map(|&b| (b, i)));
         }
-        Ok(Snapshot { services })
+        Ok(Snapshot { services, binds, pending: std::sync::Mutex::new(pending) })
+    }
+
+    /// Apply the changes to live servers this snapshot carries (once it is published).
+    pub fn commit(&self) {
+        let pending = std::mem::take(&mut *self.pending.lock().unwrap_or_else(|p| p.into_inner()));
+        for p in pending {
+            match p {
+                Pending::ConfigWeight(server, w) => server.set_config_weight(w),
+                Pending::Unchecked(server) => server.reset_unchecked(),
+            }
+        }
+    }
+
+    /// The service a configured bind feeds.
+    pub fn service_for_bind(&self, bind: std::net::SocketAddr) -> Option<&Arc<Service>> {
+        self.binds.iter().find(|(b, _)| *b == bind).and_then(|&(_, i)| self.services.get(i))
     }
 
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {

@@ -161,6 +161,7 @@ pub struct Accepted {
 pub async fn handle(a: Accepted) {
     let Some(http) = a.service.http.clone() else { return };
     let accepted = Instant::now();
+    a.service.stats.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     net::tune_stream(&a.stream, &a.service.keepalive);
     let header_timeout = http.cfg.header_timeout;
     // A relayed header names the original destination too, as HAProxy relays it.

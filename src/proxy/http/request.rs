@@ -39,6 +39,7 @@ struct Log {
 impl Log {
     fn write(&self, status: u16, error: Option<&str>) {
         let c = &self.ctx;
+        c.service.stats.count_response(status);
         let (bytes_in, bytes_out) = (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed));
         let total = ms_since(self.started) + self.headers_ms;
         match error {
@@ -177,6 +178,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                     if failures > ctx.service.retries {
                         return log.answer(StatusCode::SERVICE_UNAVAILABLE, "connect retries exhausted");
                     }
+                    ctx.service.stats.retries.fetch_add(1, Relaxed);
                     continue;
                 }
             },
@@ -197,8 +199,13 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
             None => sender.send(outgoing).await,
         };
         log.response_ms = ms_since(sent_at);
+        ctx.service.stats.latency.observe(sent_at.elapsed());
         match result {
-            Ok(resp) => break (lease, conn_pool, sender, resp),
+            Ok(resp) => {
+                // Per server, http counts requests (HAProxy's sessions in http mode).
+                server.stats.connections_total.fetch_add(1, Relaxed);
+                break (lease, conn_pool, sender, resp);
+            }
             Err(mut e) => {
                 let error = e.error().to_string();
                 if let Some(back) = e.take_message() {

@@ -1,0 +1,124 @@
+//! Hitless binary upgrade (SIGUSR2): the running vipgate starts the binary again, hands it
+//! the listening sockets, and drains once the new process accepts. No connect may be
+//! refused during the handover, and a connection opened before it keeps working.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use common::*;
+use tokio::time::Instant;
+
+/// The pid in `upgrade: new process started pid=N`.
+fn new_pid(log: &str) -> Option<i32> {
+    log.lines()
+        .find(|l| l.contains("upgrade: new process started"))?
+        .split("pid=")
+        .nth(1)?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+fn alive(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default().contains(") Z ")
+}
+
+/// Stops the process the upgrade started (it is not our child) when the test ends.
+struct Adopted(i32);
+
+impl Drop for Adopted {
+    fn drop(&mut self) {
+        unsafe { libc::kill(self.0, libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while alive(self.0) && Instant::now() < deadline {
+            thread::sleep(Duration::from_millis(20));
+        }
+        if alive(self.0) {
+            unsafe { libc::kill(self.0, libc::SIGKILL) };
+        }
+    }
+}
+
+#[test]
+fn sigusr2_hands_over_without_refusing_a_connect() {
+    let mut svc = echo_service_in("grace = \"5s\"", "db", "roundrobin", "", &[("b1", ""), ("b2", "")]);
+    let bind = svc.bind;
+    let v = &mut svc.vipgate;
+
+    // A session opened before the upgrade: it must keep working on the old process.
+    let mut held = TcpStream::connect(bind).unwrap();
+    held.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let name = read_line(&mut held).expect("held session greets");
+
+    // Clients connecting as fast as they can through the handover.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let errors = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let clients: Vec<_> = (0..2)
+        .map(|_| {
+            let (stop, ok, failed, errors) = (stop.clone(), ok.clone(), failed.clone(), errors.clone());
+            thread::spawn(move || {
+                while !stop.load(SeqCst) {
+                    match try_which_server(bind) {
+                        Some(_) => ok.fetch_add(1, SeqCst),
+                        None => {
+                            errors.lock().unwrap().push(format!("{:?}", TcpStream::connect(bind).err()));
+                            failed.fetch_add(1, SeqCst)
+                        }
+                    };
+                }
+            })
+        })
+        .collect();
+    thread::sleep(Duration::from_millis(300));
+    let before = ok.load(SeqCst);
+    let t = Instant::now();
+    // `vipgate upgrade --pid` sends SIGUSR2.
+    let out = run_cli(&["upgrade", "--pid", &v.pid().to_string()]);
+    assert!(out.status.success(), "vipgate upgrade: {}", String::from_utf8_lossy(&out.stderr));
+    let line = v
+        .wait_log_line(WAIT, |l| l.contains("upgrade: the new process accepts"))
+        .unwrap_or_else(|| panic!("no handover:\n{}", v.log()));
+    let handover = t.elapsed();
+    let pid = new_pid(&v.log()).unwrap_or_else(|| panic!("no new pid in the log:\n{}", v.log()));
+    let _adopted = Adopted(pid);
+    assert!(line.contains(&format!("pid={pid}")), "{line}");
+    // The held session still works on the old, draining process.
+    held.write_all(b"ping\n").unwrap();
+    let mut echo = [0u8; 5];
+    held.read_exact(&mut echo).expect("held session answered after the handover");
+    assert_eq!(&echo, b"ping\n", "held session on {name}");
+    drop(held);
+    // The old process drains and exits 0.
+    v.expect_exit_zero("after handing over");
+    thread::sleep(Duration::from_millis(500));
+    stop.store(true, SeqCst);
+    for c in clients {
+        c.join().unwrap();
+    }
+    let (ok, failed) = (ok.load(SeqCst), failed.load(SeqCst));
+    println!(
+        "upgrade: handover in {handover:?}; {ok} connections served ({} during and after), {failed} failed",
+        ok - before
+    );
+    assert_eq!(failed, 0, "connects failed during the upgrade: {:?}\n{}", errors.lock().unwrap(), v.log());
+    assert!(ok > before + 10, "clients made no progress across the upgrade");
+    // The new process alone serves now.
+    assert!(alive(pid));
+    assert!(try_which_server(bind).is_some(), "the new process does not serve:\n{}", v.log());
+}
+
+#[test]
+fn upgrade_refuses_a_process_that_is_not_vipgate() {
+    let out = run_cli(&["upgrade", "--pid", &std::process::id().to_string()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is not a running vipgate"));
+}
