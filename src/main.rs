@@ -49,8 +49,14 @@ enum Command {
     /// (sends it SIGUSR2; see README "Hitless upgrade").
     Upgrade {
         /// Process id of the running vipgate.
+        #[arg(long, required_unless_present = "config")]
+        pid: Option<i32>,
+        /// Or its configuration file: its [admin] endpoint names the process.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+        /// Ask this admin endpoint instead: IP:PORT, or the admin unix socket's path.
         #[arg(long)]
-        pid: i32,
+        admin: Option<String>,
     },
     /// Show every service and server of the running vipgate, through its admin API.
     Status {
@@ -211,7 +217,23 @@ fn main() -> ExitCode {
             init_logging();
             clustercheck(args)
         }
-        Command::Upgrade { pid } => upgrade(pid),
+        Command::Upgrade { pid, config, admin } => {
+            let pid = match (pid, config) {
+                (Some(pid), _) => pid,
+                (None, Some(config)) => match vipgate::admin::client::pid(&config, admin.as_deref()) {
+                    Ok(pid) => pid as i32,
+                    Err(e) => {
+                        eprintln!("vipgate {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+                (None, None) => {
+                    eprintln!("vipgate upgrade: give --pid or --config");
+                    return ExitCode::FAILURE;
+                }
+            };
+            upgrade(pid)
+        }
         Command::Status { config, admin } => admin_command(vipgate::admin::client::status(&config, admin.as_deref())),
         Command::Reload { config, admin } => admin_command(vipgate::admin::client::reload(&config, admin.as_deref())),
         Command::Demo { bind, once } => {

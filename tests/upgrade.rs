@@ -122,3 +122,31 @@ fn upgrade_refuses_a_process_that_is_not_vipgate() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("is not a running vipgate"));
 }
+
+#[test]
+fn upgrade_by_config_finds_the_process_through_the_admin_endpoint() {
+    let b = Backend::echo_any("b1");
+    let (bind, admin) = (free_addr(), free_addr());
+    let cfg = format!(
+        "{}\n[admin]\nbind = \"{admin}\"\n\n[services.db]\nbind = \"{bind}\"\n{}",
+        global("grace = \"2s\""),
+        servers("db", &[("b1", b.addr, "")])
+    );
+    let mut v = Vipgate::start(&cfg, bind);
+    // The admin endpoint answers once it is up.
+    assert!(eventually(WAIT, || TcpStream::connect(admin).ok()).is_some());
+    let out = run_cli(&["upgrade", "--config", &v.config.display().to_string()]);
+    assert!(out.status.success(), "vipgate upgrade --config: {}", String::from_utf8_lossy(&out.stderr));
+    v.wait_log_line(WAIT, |l| l.contains("upgrade: the new process accepts"))
+        .unwrap_or_else(|| panic!("no handover:\n{}", v.log()));
+    let pid = new_pid(&v.log()).unwrap_or_else(|| panic!("no new pid:\n{}", v.log()));
+    let _adopted = Adopted(pid);
+    v.expect_exit_zero("after handing over");
+    assert_eq!(try_which_server(bind).as_deref(), Some("b1"), "the new process serves:\n{}", v.log());
+    // The new process takes over the admin endpoint too.
+    let ok = eventually(WAIT, || {
+        let out = run_cli(&["status", "--config", &v.config.display().to_string()]);
+        out.status.success().then_some(())
+    });
+    assert!(ok.is_some(), "the new process never served the admin endpoint:\n{}", v.log());
+}

@@ -26,6 +26,9 @@ pub struct ServicesView {
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProcessView {
+    /// The process id (what `vipgate upgrade` signals).
+    #[serde(default)]
+    pub pid: u32,
     /// 0 = the config the process started with; +1 per successful reload.
     pub generation: u64,
     /// SHA-1 of the config file in use.
@@ -169,6 +172,7 @@ pub fn services(control: &Control) -> ServicesView {
     ServicesView {
         version: env!("CARGO_PKG_VERSION").to_string(),
         process: ProcessView {
+            pid: std::process::id(),
             generation: p.generation.load(Relaxed),
             config_hash: p.config_hash.lock().map(|h| h.clone()).unwrap_or_default(),
             reloads_total: p.reloads_total.load(Relaxed),

@@ -250,12 +250,23 @@ fn check_ok(answer: &Answer, what: &str) -> Result<(), String> {
 
 /// `vipgate status`: a table of every service and server.
 pub fn status(config: &Path, admin: Option<&str>) -> Result<String, String> {
+    Ok(format_status(&services(config, admin, "status")?))
+}
+
+/// `GET /api/v1/services` from the running vipgate; `what` prefixes errors.
+fn services(config: &Path, admin: Option<&str>, what: &str) -> Result<ServicesView, String> {
     let target = target(config, admin)?;
     let answer = request(&target, "GET", "/api/v1/services", STATUS_TIMEOUT)?;
-    check_ok(&answer, "status")?;
-    let view: ServicesView =
-        serde_json::from_slice(&answer.body).map_err(|e| format!("status: unexpected answer ({e})"))?;
-    Ok(format_status(&view))
+    check_ok(&answer, what)?;
+    serde_json::from_slice(&answer.body).map_err(|e| format!("{what}: unexpected answer ({e})"))
+}
+
+/// The pid of the vipgate that serves this admin endpoint.
+pub fn pid(config: &Path, admin: Option<&str>) -> Result<u32, String> {
+    match services(config, admin, "upgrade")?.process.pid {
+        0 => Err("upgrade: the admin endpoint did not name its process".into()),
+        pid => Ok(pid),
+    }
 }
 
 pub fn format_status(view: &ServicesView) -> String {

@@ -245,6 +245,7 @@ mod tests {
         let view = ServicesView {
             version: "0.1.0".into(),
             process: ProcessView {
+                pid: 1,
                 generation: 2,
                 config_hash: String::new(),
                 reloads_total: 0,
