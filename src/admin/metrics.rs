@@ -46,7 +46,12 @@ const FAMILIES: &[(&str, MetricType, &[&str], &str)] = &[
     ),
     ("vipgate_server_weight", GAUGE, SERVER, "Current weight of the server (0-256; the admin API can change it)."),
     ("vipgate_server_tier", GAUGE, SERVER, "Priority tier of the server: 0 = active, 1 = backup, and so on."),
-    ("vipgate_server_connections_total", COUNTER, SERVER, "Connections made to the server for clients."),
+    (
+        "vipgate_server_connections_total",
+        COUNTER,
+        SERVER,
+        "tcp: client connections forwarded to the server; http: requests it answered.",
+    ),
     ("vipgate_server_connections_active", GAUGE, SERVER, "Client connections assigned to the server right now."),
     (
         "vipgate_server_bytes_in_total",

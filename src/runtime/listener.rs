@@ -19,11 +19,9 @@ pub struct AcceptLoop {
     pub listener: TcpListener,
     /// The bound address (the real port when the config said 0).
     pub bind: SocketAddr,
-    /// The bind as configured: the key the snapshot maps to a service.
+    /// The bind as configured: the key the snapshot maps to its service, so a reload can
+    /// hand the bind to another service without closing the socket.
     pub configured: SocketAddr,
-    /// The service this bind belongs to; a reload may hand the bind to another service
-    /// without closing the socket.
-    pub service: watch::Receiver<Arc<str>>,
     pub snapshot: Arc<ArcSwap<Snapshot>>,
     pub use_splice: bool,
     pub tracker: Tracker,
@@ -47,12 +45,8 @@ impl AcceptLoop {
                 Ok((stream, peer)) => {
                     backoff = Duration::from_millis(5);
                     let snapshot = self.snapshot.load();
-                    let found = snapshot.service_for_bind(self.configured).or_else(|| {
-                        let name = self.service.borrow().clone();
-                        snapshot.service(&name)
-                    });
-                    let Some(service) = found.cloned() else {
-                        // The service was removed while this listener was still open.
+                    let Some(service) = snapshot.service_for_bind(self.configured).cloned() else {
+                        // Not reached: a reload stops a removed bind's loop before the swap.
                         continue;
                     };
                     let guard = self.tracker.enter();

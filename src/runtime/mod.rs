@@ -79,7 +79,6 @@ struct Listener {
     local: SocketAddr,
     /// The listening socket, owned by the accept loop while it runs (for an upgrade).
     fd: std::os::fd::RawFd,
-    service: watch::Sender<Arc<str>>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -193,6 +192,15 @@ fn spawn_all_checks(
     Ok((tasks, all))
 }
 
+/// (service, server, address) of every server: what a reload compares to count changes.
+fn server_keys(snapshot: &Snapshot) -> Vec<(&str, &str, SocketAddr)> {
+    snapshot
+        .services
+        .iter()
+        .flat_map(|s| s.pool.servers().iter().map(move |v| (s.name.as_str(), v.name.as_str(), v.address)))
+        .collect()
+}
+
 async fn futures_join(receivers: Vec<tokio::sync::oneshot::Receiver<()>>) {
     for rx in receivers {
         let _ = rx.await;
@@ -204,13 +212,11 @@ impl Running {
         let local = listener.local_addr().unwrap_or(bind);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         info!(service = %service, bind = %local, splice = self.use_splice, "listening");
-        let (service_tx, service_rx) = watch::channel(Arc::<str>::from(service));
         let (stop_tx, stop_rx) = watch::channel(false);
         let accept = listener::AcceptLoop {
             listener,
             bind: local,
             configured: bind,
-            service: service_rx,
             snapshot: Arc::clone(&self.snapshot),
             use_splice: self.use_splice,
             tracker: self.tracker.clone(),
@@ -218,12 +224,16 @@ impl Running {
             close_all: self.close_all_rx.clone(),
         };
         let task = tokio::spawn(accept.run());
-        self.listeners.push(Listener { bind, local, fd, service: service_tx, stop: stop_tx, task });
+        self.listeners.push(Listener { bind, local, fd, stop: stop_tx, task });
     }
 
     /// Each listener's service and actual bound address (useful with port 0).
     pub fn local_addrs(&self) -> Vec<(String, SocketAddr)> {
-        self.listeners.iter().map(|l| (l.service.borrow().to_string(), l.local)).collect()
+        let snapshot = self.snapshot.load();
+        self.listeners
+            .iter()
+            .map(|l| (snapshot.service_for_bind(l.bind).map(|s| s.name.clone()).unwrap_or_default(), l.local))
+            .collect()
     }
 
     pub fn snapshot(&self) -> Arc<Snapshot> {
@@ -277,16 +287,7 @@ impl Running {
 
         // Commit.
         let mut report = ReloadReport { services: config.services.len(), ..ReloadReport::default() };
-        let before: Vec<(&str, &str, SocketAddr)> = old
-            .services
-            .iter()
-            .flat_map(|s| s.pool.servers().iter().map(move |v| (s.name.as_str(), v.name.as_str(), v.address)))
-            .collect();
-        let after: Vec<(&str, &str, SocketAddr)> = snapshot
-            .services
-            .iter()
-            .flat_map(|s| s.pool.servers().iter().map(move |v| (s.name.as_str(), v.name.as_str(), v.address)))
-            .collect();
+        let (before, after) = (server_keys(&old), server_keys(&snapshot));
         report.servers_added = after.iter().filter(|k| !before.contains(k)).count();
         report.servers_removed = before.iter().filter(|k| !after.contains(k)).count();
         // Removed binds stop accepting before the swap, so nothing they accepted meets
@@ -306,13 +307,6 @@ impl Running {
         snapshot.commit();
         for t in std::mem::replace(&mut self.check_tasks, check_tasks) {
             t.abort();
-        }
-        for l in &kept {
-            if let Some(svc) = config.services.iter().find(|s| s.binds.contains(&l.bind)) {
-                if **l.service.borrow() != *svc.name {
-                    l.service.send_replace(Arc::from(svc.name.as_str()));
-                }
-            }
         }
         self.listeners = kept;
         self.config = config;

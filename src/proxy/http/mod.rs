@@ -241,12 +241,12 @@ async fn first_head<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, ctx: &Con
         match read {
             Ok(Ok(0)) => return None,
             Ok(Ok(_)) => {
-                let at = searched_from.saturating_sub(0);
-                if buf[at..].windows(4).any(|w| w == b"\r\n\r\n") || buf.starts_with(H2_PREFACE) {
+                let fresh = &buf[searched_from..];
+                if fresh.windows(4).any(|w| w == b"\r\n\r\n") || buf.starts_with(H2_PREFACE) {
                     return Some(buf.freeze());
                 }
                 // hyper also accepts bare-LF heads; so do we.
-                if buf[at..].windows(2).any(|w| w == b"\n\n") {
+                if fresh.windows(2).any(|w| w == b"\n\n") {
                     return Some(buf.freeze());
                 }
                 if buf.capacity() - buf.len() < 1024 {
@@ -279,7 +279,7 @@ async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, ctx: &ConnCtx, status: St
     .await;
 }
 
-async fn serve_h1<S>(io: S, ctx: Arc<ConnCtx>, mut stop: watch::Receiver<bool>, mut close_all: watch::Receiver<bool>)
+async fn serve_h1<S>(io: S, ctx: Arc<ConnCtx>, stop: watch::Receiver<bool>, close_all: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -296,26 +296,10 @@ where
     let service = service_fn(move |req| request::serve(Arc::clone(&svc_ctx), req));
     let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     tokio::pin!(conn);
-    let mut stopping = false;
-    loop {
-        tokio::select! {
-            r = conn.as_mut() => {
-                if let Err(e) = r {
-                    debug!(client = %ctx.client, error = %e, "client connection ended");
-                }
-                return;
-            }
-            _ = stop.wait_for(|s| *s), if !stopping => {
-                // Listener closed: finish the request in flight, then close.
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
-            }
-            _ = close_all.wait_for(|c| *c) => return,
-        }
-    }
+    drive(conn, |c| c.graceful_shutdown(), &ctx, stop, close_all).await
 }
 
-async fn serve_h2<S>(io: S, ctx: Arc<ConnCtx>, mut stop: watch::Receiver<bool>, mut close_all: watch::Receiver<bool>)
+async fn serve_h2<S>(io: S, ctx: Arc<ConnCtx>, stop: watch::Receiver<bool>, close_all: watch::Receiver<bool>)
 where
     S: AsyncRead + AsyncWrite + Send + Unpin + 'static,
 {
@@ -328,18 +312,32 @@ where
     let service = service_fn(move |req| request::serve(Arc::clone(&svc_ctx), req));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
+    drive(conn, |c| c.graceful_shutdown(), &ctx, stop, close_all).await
+}
+
+/// Run a served client connection (HTTP/1.1 or HTTP/2) to its end. When the listener
+/// closes, finish the request in flight and close; when the grace period is over, drop it.
+async fn drive<C>(
+    mut conn: std::pin::Pin<&mut C>,
+    graceful_shutdown: fn(std::pin::Pin<&mut C>),
+    ctx: &ConnCtx,
+    mut stop: watch::Receiver<bool>,
+    mut close_all: watch::Receiver<bool>,
+) where
+    C: std::future::Future<Output = Result<(), hyper::Error>>,
+{
     let mut stopping = false;
     loop {
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
-                    debug!(client = %ctx.client, error = %e, "client connection (h2) ended");
+                    debug!(client = %ctx.client, error = %e, "client connection ended");
                 }
                 return;
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
                 stopping = true;
-                conn.as_mut().graceful_shutdown();
+                graceful_shutdown(conn.as_mut());
             }
             _ = close_all.wait_for(|c| *c) => return,
         }

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tracing::{info, warn};
 
 use super::body::{ms_since, ProxyBody, Tracked};
-use super::upstream::{ConnPool, Sender};
+use super::upstream::Sender;
 use super::{errors, tunnel, ConnCtx};
 use crate::balance::{Lease, Pool, Tried};
 use crate::config::OnDown;
@@ -266,23 +266,19 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         drop(lease);
         match ending {
             super::body::Ending::Complete => {
-                pool_ref_checkin(&pool_ref, sender);
+                pool_ref.checkin(sender);
                 log.write(status, None);
             }
             super::body::Ending::Error => log.write(status, Some("response body failed")),
             super::body::Ending::Dropped => {
                 if sender.is_h2() {
-                    pool_ref_checkin(&pool_ref, sender);
+                    pool_ref.checkin(sender);
                 }
                 log.write(status, Some("client went away"))
             }
         }
     });
     Response::from_parts(parts, body.boxed_unsync())
-}
-
-fn pool_ref_checkin(pool: &Arc<ConnPool>, sender: Sender) {
-    pool.checkin(sender);
 }
 
 fn pick(pool: &Pool, ctx: &ConnCtx, wanted: Option<&str>, tried: &Tried) -> Option<Lease> {
