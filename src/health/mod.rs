@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::{sleep, timeout, Instant};
 use tracing::{info, warn};
@@ -57,8 +57,16 @@ pub struct Checks {
     pub first_round: Vec<oneshot::Receiver<()>>,
 }
 
-/// Start checking every server of one service.
-pub fn spawn_checks(service: &str, check: &Check, on_down: OnDown, servers: &[Arc<Server>]) -> Result<Checks, String> {
+/// Start checking every server of one service, until `stop` turns true. A probe in
+/// flight is never cancelled: a MySQL handshake cut short is an aborted connect the
+/// server counts against the balancer's address (reloads and shutdown stop checks).
+pub fn spawn_checks(
+    service: &str,
+    check: &Check,
+    on_down: OnDown,
+    servers: &[Arc<Server>],
+    stop: &watch::Receiver<bool>,
+) -> Result<Checks, String> {
     let probe = build_probe(&check.kind, check.timeout)?;
     let n = servers.len().max(1) as u32;
     let mut tasks = Vec::with_capacity(servers.len());
@@ -71,6 +79,7 @@ pub fn spawn_checks(service: &str, check: &Check, on_down: OnDown, servers: &[Ar
             on_down,
             probe: Arc::clone(&probe),
             server: Arc::clone(server),
+            stop: stop.clone(),
             // Spread the servers' phases over the interval so probes never go out in one burst.
             phase: check.interval * i as u32 / n,
         };
@@ -86,11 +95,12 @@ struct CheckJob {
     on_down: OnDown,
     probe: Arc<dyn Probe>,
     server: Arc<Server>,
+    stop: watch::Receiver<bool>,
     phase: Duration,
 }
 
 impl CheckJob {
-    async fn run(self, first: oneshot::Sender<()>) {
+    async fn run(mut self, first: oneshot::Sender<()>) {
         let target = target(&self.check, &self.server);
         // A server kept across a reload goes on from its state; a new one is decided by
         // its first probe.
@@ -107,7 +117,11 @@ impl CheckJob {
                 tokio::select! {
                     _ = sleep(delay) => {}
                     _ = self.server.recheck.notified() => {}
+                    _ = self.stop.changed() => {}
                 }
+            }
+            if *self.stop.borrow() {
+                return;
             }
             if self.server.take_passive_down() && state.is_up() {
                 state.force_down();

@@ -66,7 +66,7 @@ pub struct Running {
     close_all_tx: watch::Sender<bool>,
     close_all_rx: watch::Receiver<bool>,
     listeners: Vec<Listener>,
-    check_tasks: Vec<JoinHandle<()>>,
+    checks: CheckSet,
     config: Config,
     use_splice: bool,
     process: Arc<ProcessStats>,
@@ -133,7 +133,7 @@ pub async fn start_with(
     }
 
     let current = snapshot.load_full();
-    let (check_tasks, first) = spawn_all_checks(config, &current)?;
+    let (checks, first) = spawn_all_checks(config, &current)?;
     first.await;
 
     let (close_all_tx, close_all_rx) = watch::channel(false);
@@ -143,7 +143,7 @@ pub async fn start_with(
         close_all_tx,
         close_all_rx,
         listeners: Vec::new(),
-        check_tasks,
+        checks,
         config: config.clone(),
         use_splice,
         process: Arc::new(ProcessStats::default()),
@@ -160,26 +160,56 @@ fn open_listener(service: &str, bind: SocketAddr) -> Result<tokio::net::TcpListe
     tokio::net::TcpListener::from_std(std_listener).map_err(err)
 }
 
+/// The health checks of one config generation.
+struct CheckSet {
+    tasks: Vec<JoinHandle<()>>,
+    /// Turning it true ends the checks after their probe in flight (never mid-probe).
+    stop: watch::Sender<bool>,
+    /// The longest probe timeout: how long stopping can take.
+    longest: Duration,
+}
+
+impl CheckSet {
+    /// Stop after the probes in flight; wait for them (bounded), then end what is left.
+    async fn finish(mut self) {
+        let _ = self.stop.send(true);
+        let bound = self.longest + Duration::from_secs(1);
+        let all = async {
+            for t in self.tasks.iter_mut() {
+                let _ = t.await;
+            }
+        };
+        if tokio::time::timeout(bound, all).await.is_err() {
+            for t in &self.tasks {
+                t.abort();
+            }
+        }
+    }
+}
+
 /// Start the checks of every service; the future resolves once every server's first
 /// probe has finished (bounded by each check's timeout).
 fn spawn_all_checks(
     config: &Config,
     snapshot: &Snapshot,
-) -> Result<(Vec<JoinHandle<()>>, impl std::future::Future<Output = ()>), RunError> {
-    let mut tasks = Vec::new();
+) -> Result<(CheckSet, impl std::future::Future<Output = ()>), RunError> {
+    let (stop, stop_rx) = watch::channel(false);
+    let mut set = CheckSet { tasks: Vec::new(), stop, longest: Duration::ZERO };
     let mut first_rounds = Vec::new();
     for (svc_cfg, svc) in config.services.iter().zip(snapshot.services.iter()) {
         if let Some(check) = &svc_cfg.check {
-            let checks = match health::spawn_checks(&svc.name, check, svc.on_down, svc.pool.servers()) {
+            let checks = match health::spawn_checks(&svc.name, check, svc.on_down, svc.pool.servers(), &stop_rx) {
                 Ok(c) => c,
                 Err(message) => {
-                    for t in tasks {
-                        JoinHandle::abort(&t);
+                    // Nothing has probed yet: these may simply end.
+                    for t in set.tasks {
+                        t.abort();
                     }
                     return Err(RunError::Check { service: svc.name.clone(), message });
                 }
             };
-            tasks.extend(checks.tasks);
+            set.tasks.extend(checks.tasks);
+            set.longest = set.longest.max(check.timeout);
             // Bounded: a probe never outlives its timeout, plus slack for a busy machine.
             first_rounds.push((check.timeout + Duration::from_secs(1), checks.first_round));
         }
@@ -189,7 +219,7 @@ fn spawn_all_checks(
             let _ = tokio::time::timeout(bound, futures_join(first)).await;
         }
     };
-    Ok((tasks, all))
+    Ok((set, all))
 }
 
 /// (service, server, address) of every server: what a reload compares to count changes.
@@ -283,7 +313,7 @@ impl Running {
             }
         }
         let snapshot = Arc::new(snapshot);
-        let (check_tasks, first) = spawn_all_checks(&config, &snapshot)?;
+        let (checks, first) = spawn_all_checks(&config, &snapshot)?;
 
         // Commit.
         let mut report = ReloadReport { services: config.services.len(), ..ReloadReport::default() };
@@ -305,9 +335,9 @@ impl Running {
         }
         self.snapshot.store(Arc::clone(&snapshot));
         snapshot.commit();
-        for t in std::mem::replace(&mut self.check_tasks, check_tasks) {
-            t.abort();
-        }
+        // The old checks end after their probe in flight, in the background.
+        let old_checks = std::mem::replace(&mut self.checks, checks);
+        tokio::spawn(old_checks.finish());
         self.listeners = kept;
         self.config = config;
         // New binds start accepting once their servers' first probes are in, as at start.
@@ -341,9 +371,7 @@ impl Running {
             // Connections end on their next poll; give them a moment to log their line.
             let _ = tokio::time::timeout(Duration::from_secs(2), self.tracker.idle()).await;
         }
-        for task in self.check_tasks {
-            task.abort();
-        }
+        self.checks.finish().await;
         info!("stopped");
     }
 }
