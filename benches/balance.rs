@@ -70,7 +70,7 @@ fn consistent_hash(c: &mut Criterion) {
 }
 
 fn config_parse(c: &mut Criterion) {
-    for name in ["openstack-tcp.toml", "openstack-http.toml"] {
+    for name in ["openstack.toml", "openstack-tcp.toml", "openstack-http.toml"] {
         let path = format!("{}/config/{name}", env!("CARGO_MANIFEST_DIR"));
         let text = std::fs::read_to_string(path).unwrap_or_default();
         c.bench_function(&format!("config/parse+validate {name}"), |b| {

@@ -288,7 +288,14 @@ fn workers(cfg: &Config) -> Result<usize, String> {
     Ok(cfg.global.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))
 }
 
+/// One worker runs everything on the main thread with tokio's current-thread scheduler,
+/// as HAProxy's `nbthread 1` does: no work-stealing queues, no cross-thread wakeups
+/// (measured in benches/load S2). Blocking work (an upgrade's hand-over) still goes to
+/// tokio's blocking pool.
 fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
+    if workers == 1 {
+        return tokio::runtime::Builder::new_current_thread().thread_name("vipgate-worker").enable_all().build();
+    }
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(workers)
         .thread_name("vipgate-worker")

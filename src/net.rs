@@ -13,7 +13,9 @@ use crate::config::Keepalive;
 /// Open a listening socket. IP_FREEBIND lets vipgate bind a VIP that keepalived or
 /// pacemaker has not moved to this host yet; SO_REUSEADDR lets a restart bind while old
 /// connections sit in TIME_WAIT.
-pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::TcpListener> {
+/// `options`: the client-socket options accepted sockets inherit (Linux), set before
+/// listen() so no connection is accepted without them.
+pub fn bind_listener(addr: SocketAddr, backlog: i32, options: Option<&Keepalive>) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
@@ -29,6 +31,9 @@ pub fn bind_listener(addr: SocketAddr, backlog: i32) -> io::Result<std::net::Tcp
         }
     }
     socket.set_nonblocking(true)?;
+    if let Some(keepalive) = options {
+        tune(SockRef::from(&socket), keepalive);
+    }
     socket.bind(&addr.into())?;
     socket.listen(backlog)?;
     Ok(socket.into())
@@ -52,13 +57,29 @@ pub async fn connect(addr: SocketAddr, source: Option<IpAddr>, timeout: Option<D
 
 /// Per-connection options on either side of a proxied connection.
 pub fn tune_stream(stream: &TcpStream, keepalive: &Keepalive) {
+    tune(SockRef::from(stream), keepalive);
+}
+
+/// The same options on a listening socket. Linux copies them into every socket the
+/// listener accepts, which saves five setsockopt calls per client connection.
+pub fn tune_listener(listener: &tokio::net::TcpListener, keepalive: &Keepalive) {
+    tune(SockRef::from(listener), keepalive);
+}
+
+/// True where accepted sockets inherit the listener's TCP_NODELAY and keepalive options.
+pub const ACCEPT_INHERITS_OPTIONS: bool = cfg!(any(target_os = "linux", target_os = "android"));
+
+/// `keepalive.enabled = false` is applied too: an accepted socket may have inherited it.
+fn tune(sock: SockRef<'_>, keepalive: &Keepalive) {
     // Interactive protocols (MySQL, AMQP, HTTP request/response) must not wait on Nagle.
-    let _ = stream.set_nodelay(true);
+    let _ = sock.set_tcp_nodelay(true);
     if keepalive.enabled {
         let ka = TcpKeepalive::new().with_time(keepalive.idle).with_interval(keepalive.interval);
         #[cfg(any(target_os = "linux", target_os = "android"))]
         let ka = ka.with_retries(keepalive.count);
-        let _ = SockRef::from(stream).set_tcp_keepalive(&ka);
+        let _ = sock.set_tcp_keepalive(&ka);
+    } else {
+        let _ = sock.set_keepalive(false);
     }
 }
 

@@ -1184,3 +1184,52 @@ fn failed_reload_changes_nothing_not_even_a_weight() {
     );
     drop(taken);
 }
+
+/// The sockets of connections through `bind` as `ss -tno` lists them: (local, peer, rest).
+fn sockets(port_of_interest: u16) -> Vec<(String, String, String)> {
+    let out = std::process::Command::new("ss").args(["-tnoH", "state", "established"]).output().expect("run ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() >= 4).then(|| (f[2].to_string(), f[3].to_string(), f[4..].join(" ")))
+        })
+        .filter(|(local, peer, _)| {
+            local.ends_with(&format!(":{port_of_interest}")) || peer.ends_with(&format!(":{port_of_interest}"))
+        })
+        .collect()
+}
+
+/// Client sockets take TCP keepalive from the listener (Linux copies a listener's options
+/// into each accepted socket, which saves the per-connection setsockopt calls); server
+/// sockets are set one by one; a reload that changes the settings re-tunes the listener.
+#[test]
+fn keepalive_reaches_client_and_server_sockets_and_follows_a_reload() {
+    let b = Backend::echo_any("b1");
+    let bind = free_addr();
+    let cfg = |ka: &str| service_toml("", "s", bind, &format!("balance = \"roundrobin\"\n{ka}"), &[("b1", b.addr, "")]);
+    let v = Vipgate::start(&cfg("keepalive_idle = \"77s\"\n"), bind);
+    let mut r = Reloader::new(&v);
+
+    let mut c1 = connect(bind);
+    assert_eq!(read_line(&mut c1).unwrap(), "b1");
+    let client_port = c1.local_addr().unwrap().port();
+    let found = sockets(bind.port());
+    let vip_side = found.iter().find(|(l, p, _)| l == &bind.to_string() && p.ends_with(&format!(":{client_port}")));
+    let Some((_, _, opts)) = vip_side else { panic!("vipgate's client socket not listed by ss: {found:?}") };
+    assert!(opts.contains("keepalive"), "client socket without keepalive: {opts}");
+    let towards_server = sockets(b.addr.port());
+    assert!(
+        towards_server.iter().any(|(_, p, o)| p == &b.addr.to_string() && o.contains("keepalive")),
+        "vipgate's server socket without keepalive: {towards_server:?}"
+    );
+
+    r.reload(&v, &cfg("keepalive = false\n"));
+    let mut c2 = connect(bind);
+    assert_eq!(read_line(&mut c2).unwrap(), "b1");
+    let client_port = c2.local_addr().unwrap().port();
+    let found = sockets(bind.port());
+    let vip_side = found.iter().find(|(l, p, _)| l == &bind.to_string() && p.ends_with(&format!(":{client_port}")));
+    let Some((_, _, opts)) = vip_side else { panic!("vipgate's client socket not listed by ss: {found:?}") };
+    assert!(!opts.contains("keepalive"), "keepalive = false after reload, yet: {opts}");
+}

@@ -159,7 +159,7 @@ impl Responder {
 
 /// Serve until the process is stopped.
 pub async fn serve(settings: Settings) -> std::io::Result<()> {
-    let listener = crate::net::bind_listener(settings.listen, 1024)?;
+    let listener = crate::net::bind_listener(settings.listen, 1024, None)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     info!(listen = %settings.listen, database = ?settings.database, cache_ms = settings.cache.as_millis() as u64, "clustercheck responder listening");
     let responder = Responder::new(settings);

@@ -146,7 +146,7 @@ impl Default for Http {
             max_headers: 100,
             h2c: false,
             server_http2: false,
-            pool_max_idle: 32,
+            pool_max_idle: 1024,
             pool_idle_timeout: Duration::from_secs(10),
             forwarded_for: true,
             forwarded_proto: true,

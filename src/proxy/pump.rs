@@ -3,18 +3,27 @@
 //!
 //! Each direction ends on EOF by shutting down the write side of the other socket, so a
 //! client's `shutdown(WR)` reaches the server as EOF while the reply still flows back.
+//!
+//! Most proxied connections sit idle for hours (Galera sessions, AMQP), so what an idle
+//! one costs is what counts: the whole connection is one hand-written future that waits
+//! with `poll_read_ready`/`poll_write_ready` (a waker slot in the socket, no stored
+//! readiness future), and holds a pipe or buffer only while bytes are in flight.
 
+use std::future::Future;
 use std::io;
 use std::net::Shutdown;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::pin::pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use socket2::SockRef;
 use tokio::io::Interest;
 use tokio::net::TcpStream;
-use tokio::time::{sleep_until, Instant};
+use tokio::time::Instant;
 
 use super::copy;
+#[cfg(target_os = "linux")]
+use super::splice::{self, Pipe};
 
 /// How a proxied connection ended (the `end=` field of the connection log line).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,31 +77,217 @@ pub struct Outcome {
     pub error: Option<io::Error>,
 }
 
-/// Shared by both directions of one connection; atomics only so the task stays `Send`.
-struct Activity {
-    start: Instant,
-    /// Milliseconds since `start` of the last byte moved either way.
-    last_ms: AtomicU64,
-    bytes_in: AtomicU64,
-    bytes_out: AtomicU64,
-}
-
-impl Activity {
-    fn touch(&self) {
-        self.last_ms.store(self.start.elapsed().as_millis() as u64, Relaxed);
-    }
-}
-
 /// An I/O failure, tagged with the side whose socket failed.
 enum Fail {
     Src(io::Error),
     Dst(io::Error),
 }
 
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Dir {
-    ClientToServer,
-    ServerToClient,
+/// Bytes taken from the source and not yet written to the destination.
+enum Chunk {
+    #[cfg(target_os = "linux")]
+    Pipe(Pipe),
+    Buf {
+        buf: Box<[u8]>,
+        start: usize,
+        end: usize,
+    },
+}
+
+impl Chunk {
+    fn pending(&self) -> usize {
+        match self {
+            #[cfg(target_os = "linux")]
+            Chunk::Pipe(p) => p.pending,
+            Chunk::Buf { start, end, .. } => end - start,
+        }
+    }
+
+    /// Back to its pool (a pipe still holding bytes is closed, never pooled).
+    fn release(self) {
+        match self {
+            #[cfg(target_os = "linux")]
+            Chunk::Pipe(p) => splice::give(p),
+            Chunk::Buf { buf, .. } => copy::give(buf),
+        }
+    }
+}
+
+/// Chunks one direction may move in one poll before yielding, so a bulk transfer cannot
+/// starve the other connections of its worker thread.
+const CHUNKS_PER_POLL: u32 = 16;
+
+/// One direction: source socket → chunk → destination socket.
+struct Half {
+    /// splice may be used (configured, supported).
+    splice: bool,
+    /// This direction has shown bulk traffic (a read filled a whole buffer): splice from
+    /// now on. Small messages (a request, a reply, a MySQL packet) cost fewer kernel
+    /// cycles through recv/send than through a pipe, as with HAProxy's splice-auto.
+    bulk: bool,
+    chunk: Option<Chunk>,
+    eof: bool,
+    bytes: u64,
+}
+
+impl Half {
+    fn new(splice: bool) -> Self {
+        Half { splice, bulk: false, chunk: None, eof: false, bytes: 0 }
+    }
+
+    fn release(&mut self) {
+        if let Some(c) = self.chunk.take() {
+            c.release();
+        }
+    }
+
+    /// Move what can be moved now. Ready(Ok) once the source's EOF has been passed on in
+    /// full; Pending with the waker registered on whichever socket we wait for.
+    fn poll_move(
+        &mut self,
+        cx: &mut Context<'_>,
+        src: &TcpStream,
+        dst: &TcpStream,
+        last: &mut Instant,
+    ) -> Poll<Result<(), Fail>> {
+        let mut chunks = 0;
+        loop {
+            let pending = self.chunk.as_ref().map_or(0, Chunk::pending);
+            if pending == 0 {
+                if self.eof {
+                    self.release();
+                    return Poll::Ready(Ok(()));
+                }
+                if chunks >= CHUNKS_PER_POLL {
+                    cx.waker().wake_by_ref();
+                    return Poll::Pending;
+                }
+                chunks += 1;
+                match src.poll_read_ready(cx) {
+                    Poll::Pending => {
+                        // Idle: hold no pipe and no buffer while waiting.
+                        self.release();
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Fail::Src(e))),
+                    Poll::Ready(Ok(())) => {}
+                }
+                match self.fill_empty(src) {
+                    Ok(0) => self.eof = true,
+                    Ok(_) => {}
+                    // Readiness was cleared: the next turn registers for the next edge.
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                    Err(e) => return Poll::Ready(Err(Fail::Src(e))),
+                }
+            } else if !self.eof {
+                // Top up the pipe while the destination is slow (overlap both sockets).
+                if let Err(e) = self.top_up(src) {
+                    return Poll::Ready(Err(Fail::Src(e)));
+                }
+            }
+            if self.chunk.as_ref().map_or(0, Chunk::pending) == 0 {
+                continue;
+            }
+            match self.drain(dst) {
+                Ok(n) => {
+                    self.bytes += n as u64;
+                    *last = Instant::now();
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => match dst.poll_write_ready(cx) {
+                    Poll::Pending => return Poll::Pending,
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(Fail::Dst(e))),
+                    Poll::Ready(Ok(())) => {}
+                },
+                Err(e) => return Poll::Ready(Err(Fail::Dst(e))),
+            }
+        }
+    }
+
+    /// Read into a fresh chunk (a pipe when splicing and one is to be had, else a buffer).
+    /// Ok(0) is EOF; WouldBlock clears the socket's readiness.
+    fn fill_empty(&mut self, src: &TcpStream) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        if self.splice && self.bulk {
+            let pipe = match self.chunk.take() {
+                Some(Chunk::Pipe(p)) => Some(p),
+                Some(other) => {
+                    other.release();
+                    splice::take()
+                }
+                None => splice::take(),
+            };
+            if let Some(mut pipe) = pipe {
+                use std::os::fd::AsRawFd;
+                let fd = src.as_raw_fd();
+                let r = src.try_io(Interest::READABLE, || pipe.fill_from(fd, splice::CHUNK));
+                match r {
+                    Err(e) if splice::unsupported(&e) => {
+                        // splice cannot serve these sockets: copy from now on.
+                        splice::give(pipe);
+                        self.splice = false;
+                    }
+                    r => {
+                        self.chunk = Some(Chunk::Pipe(pipe));
+                        return r;
+                    }
+                }
+            }
+            // No pipe (cap or descriptors exhausted): this chunk goes through a buffer.
+        }
+        let mut buf = match self.chunk.take() {
+            Some(Chunk::Buf { buf, .. }) => buf,
+            Some(other) => {
+                other.release();
+                copy::take()
+            }
+            None => copy::take(),
+        };
+        let r = src.try_read(&mut buf);
+        let end = *r.as_ref().unwrap_or(&0);
+        if end == buf.len() {
+            self.bulk = true;
+        }
+        self.chunk = Some(Chunk::Buf { buf, start: 0, end });
+        r
+    }
+
+    /// With bytes already in the pipe, splice more in without touching readiness: EAGAIN
+    /// here may mean the pipe is full, not that the socket is empty.
+    fn top_up(&mut self, src: &TcpStream) -> io::Result<()> {
+        #[cfg(target_os = "linux")]
+        if let Some(Chunk::Pipe(pipe)) = self.chunk.as_mut() {
+            use std::os::fd::AsRawFd;
+            match pipe.fill_from(src.as_raw_fd(), splice::CHUNK) {
+                Ok(0) => self.eof = true,
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = src;
+        Ok(())
+    }
+
+    fn drain(&mut self, dst: &TcpStream) -> io::Result<usize> {
+        match self.chunk.as_mut() {
+            #[cfg(target_os = "linux")]
+            Some(Chunk::Pipe(pipe)) => {
+                use std::os::fd::AsRawFd;
+                let fd = dst.as_raw_fd();
+                dst.try_io(Interest::WRITABLE, || pipe.drain_to(fd))
+            }
+            Some(Chunk::Buf { buf, start, end }) => {
+                let n = dst.try_write(&buf[*start..*end])?;
+                if n == 0 {
+                    return Err(io::ErrorKind::WriteZero.into());
+                }
+                *start += n;
+                Ok(n)
+            }
+            None => Ok(0),
+        }
+    }
 }
 
 /// Forward until the connection is over; `stop` ends it early with the `End` it yields
@@ -102,62 +297,90 @@ pub async fn forward(
     server: &TcpStream,
     timeouts: Timeouts,
     use_splice: bool,
-    stop: impl std::future::Future<Output = End>,
+    stop: impl Future<Output = End>,
 ) -> Outcome {
-    let act = Activity {
-        start: Instant::now(),
-        last_ms: AtomicU64::new(0),
-        bytes_in: AtomicU64::new(0),
-        bytes_out: AtomicU64::new(0),
-    };
-    let c2s = direction(client, server, Dir::ClientToServer, use_splice, &act);
-    let s2c = direction(server, client, Dir::ServerToClient, use_splice, &act);
-    tokio::pin!(c2s, s2c, stop);
+    let splice = cfg!(target_os = "linux") && use_splice;
+    let mut c2s = Half::new(splice);
+    let mut s2c = Half::new(splice);
     let (mut c2s_open, mut s2c_open) = (true, true);
     let mut first_close: Option<End> = None;
-    let mut error = None;
+    let mut last = Instant::now();
+    let mut stop = pin!(stop);
+    // One timer for the idle timeout; activity only moves `last`.
+    let mut timer = pin!(tokio::time::sleep(Duration::ZERO));
+    let mut armed: Option<Instant> = None;
 
-    let end = loop {
-        tokio::select! {
-            r = &mut c2s, if c2s_open => {
+    let (end, error) = std::future::poll_fn(|cx| {
+        if let Poll::Ready(end) = stop.as_mut().poll(cx) {
+            return Poll::Ready((end, None));
+        }
+        if c2s_open {
+            if let Poll::Ready(r) = c2s.poll_move(cx, client, server, &mut last) {
                 c2s_open = false;
                 match r {
                     Ok(()) => {
-                        // Client sent FIN: pass it on, keep the reply flowing.
-                        let _ = SockRef::from(server).shutdown(Shutdown::Write);
+                        // Client sent FIN: pass it on, keep the reply flowing. (Once both
+                        // directions are done the sockets are closed, which sends the FIN.)
+                        if s2c_open {
+                            let _ = SockRef::from(server).shutdown(Shutdown::Write);
+                        }
                         first_close.get_or_insert(End::ClientClose);
                     }
-                    Err(Fail::Src(e)) => { error = Some(e); break End::ClientClose; }
-                    Err(Fail::Dst(e)) => { error = Some(e); break End::ServerClose; }
+                    Err(Fail::Src(e)) => return Poll::Ready((End::ClientClose, Some(e))),
+                    Err(Fail::Dst(e)) => return Poll::Ready((End::ServerClose, Some(e))),
                 }
             }
-            r = &mut s2c, if s2c_open => {
+        }
+        if s2c_open {
+            if let Poll::Ready(r) = s2c.poll_move(cx, server, client, &mut last) {
                 s2c_open = false;
                 match r {
                     Ok(()) => {
-                        let _ = SockRef::from(client).shutdown(Shutdown::Write);
+                        if c2s_open {
+                            let _ = SockRef::from(client).shutdown(Shutdown::Write);
+                        }
                         first_close.get_or_insert(End::ServerClose);
                     }
-                    Err(Fail::Src(e)) => { error = Some(e); break End::ServerClose; }
-                    Err(Fail::Dst(e)) => { error = Some(e); break End::ClientClose; }
+                    Err(Fail::Src(e)) => return Poll::Ready((End::ServerClose, Some(e))),
+                    Err(Fail::Dst(e)) => return Poll::Ready((End::ClientClose, Some(e))),
                 }
             }
-            end = idle(&act, timeouts, c2s_open, s2c_open) => break end,
-            end = &mut stop => break end,
         }
         if !c2s_open && !s2c_open {
-            break first_close.unwrap_or(End::ClientClose);
+            return Poll::Ready((first_close.unwrap_or(End::ClientClose), None));
         }
-    };
-    Outcome { bytes_in: act.bytes_in.load(Relaxed), bytes_out: act.bytes_out.load(Relaxed), end, error }
+        let Some((limit, end)) = idle_limit(timeouts, c2s_open, s2c_open) else {
+            return Poll::Pending;
+        };
+        loop {
+            let deadline = last + limit;
+            if Instant::now() >= deadline {
+                return Poll::Ready((end, None));
+            }
+            // Re-arm only when the timer fired early (there was activity since) or the
+            // limit shrank (a direction closed); a busy connection never touches it.
+            if armed.is_none_or(|a| a > deadline) {
+                timer.as_mut().reset(deadline);
+                armed = Some(deadline);
+            }
+            if timer.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            armed = None;
+        }
+    })
+    .await;
+    c2s.release();
+    s2c.release();
+    Outcome { bytes_in: c2s.bytes, bytes_out: s2c.bytes, end, error }
 }
 
-/// Resolves when the connection has been idle too long, naming the side to blame.
+/// The idle limit in force and the side to blame when it runs out.
 ///
 /// Any byte moved counts as activity for both sides (a long download keeps a silent
 /// client alive, as in HAProxy). When only one direction is still open we are waiting on
 /// that direction's sender; otherwise the shorter timeout fires and names its side.
-async fn idle(act: &Activity, t: Timeouts, c2s_open: bool, s2c_open: bool) -> End {
+fn idle_limit(t: Timeouts, c2s_open: bool, s2c_open: bool) -> Option<(Duration, End)> {
     let (limit, end) = match (t.client, t.server) {
         _ if c2s_open && !s2c_open => (t.client, End::ClientTimeout),
         _ if s2c_open && !c2s_open => (t.server, End::ServerTimeout),
@@ -165,135 +388,5 @@ async fn idle(act: &Activity, t: Timeouts, c2s_open: bool, s2c_open: bool) -> En
         (Some(c), _) => (Some(c), End::ClientTimeout),
         (None, s) => (s, End::ServerTimeout),
     };
-    let Some(limit) = limit else {
-        return std::future::pending().await;
-    };
-    loop {
-        let last = act.start + Duration::from_millis(act.last_ms.load(Relaxed));
-        let deadline = last + limit;
-        if Instant::now() >= deadline {
-            return end;
-        }
-        sleep_until(deadline).await;
-    }
-}
-
-async fn direction(src: &TcpStream, dst: &TcpStream, dir: Dir, use_splice: bool, act: &Activity) -> Result<(), Fail> {
-    let counter = match dir {
-        Dir::ClientToServer => &act.bytes_in,
-        Dir::ServerToClient => &act.bytes_out,
-    };
-    #[cfg(target_os = "linux")]
-    if use_splice {
-        match splice_loop(src, dst, counter, act).await {
-            SpliceEnd::Done(r) => return r,
-            // splice is unsupported here: the copy loop carries on from the same point.
-            SpliceEnd::Unsupported => {}
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = use_splice;
-    copy_loop(src, dst, counter, act).await
-}
-
-#[cfg(target_os = "linux")]
-enum SpliceEnd {
-    Done(Result<(), Fail>),
-    Unsupported,
-}
-
-#[cfg(target_os = "linux")]
-async fn splice_loop(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &Activity) -> SpliceEnd {
-    use super::splice;
-    use std::os::fd::AsRawFd;
-    let (src_fd, dst_fd) = (src.as_raw_fd(), dst.as_raw_fd());
-    loop {
-        if let Err(e) = src.readable().await {
-            return SpliceEnd::Done(Err(Fail::Src(e)));
-        }
-        let Some(mut pipe) = splice::take() else {
-            // No pipe to be had (cap or descriptors exhausted): copy this chunk instead.
-            match copy_chunk(src, dst, counter, act).await {
-                Ok(true) => continue,
-                Ok(false) => return SpliceEnd::Done(Ok(())),
-                Err(f) => return SpliceEnd::Done(Err(f)),
-            }
-        };
-        match src.try_io(Interest::READABLE, || pipe.fill_from(src_fd, splice::CHUNK)) {
-            Ok(0) => {
-                splice::give(pipe);
-                return SpliceEnd::Done(Ok(()));
-            }
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                splice::give(pipe);
-                continue;
-            }
-            Err(e) if splice::unsupported(&e) => {
-                splice::give(pipe);
-                return SpliceEnd::Unsupported;
-            }
-            Err(e) => return SpliceEnd::Done(Err(Fail::Src(e))),
-        }
-        while pipe.pending > 0 {
-            match dst.try_io(Interest::WRITABLE, || pipe.drain_to(dst_fd)) {
-                Ok(n) => {
-                    counter.fetch_add(n as u64, Relaxed);
-                    act.touch();
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if let Err(e) = dst.writable().await {
-                        return SpliceEnd::Done(Err(Fail::Dst(e)));
-                    }
-                }
-                // The pipe still holds bytes: dropping it (not pooling it) discards them.
-                Err(e) => return SpliceEnd::Done(Err(Fail::Dst(e))),
-            }
-        }
-        splice::give(pipe);
-    }
-}
-
-async fn copy_loop(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &Activity) -> Result<(), Fail> {
-    loop {
-        src.readable().await.map_err(Fail::Src)?;
-        if !copy_chunk(src, dst, counter, act).await? {
-            return Ok(());
-        }
-    }
-}
-
-/// Copy what `src` has ready. Ok(false) at EOF. Takes a buffer only once data is there.
-async fn copy_chunk(src: &TcpStream, dst: &TcpStream, counter: &AtomicU64, act: &Activity) -> Result<bool, Fail> {
-    let mut buf = copy::take();
-    let n = match src.try_read(&mut buf) {
-        Ok(0) => {
-            copy::give(buf);
-            return Ok(false);
-        }
-        Ok(n) => n,
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-            copy::give(buf);
-            return Ok(true);
-        }
-        Err(e) => {
-            copy::give(buf);
-            return Err(Fail::Src(e));
-        }
-    };
-    let mut done = 0;
-    while done < n {
-        match dst.try_write(&buf[done..n]) {
-            Ok(0) => return Err(Fail::Dst(io::ErrorKind::WriteZero.into())),
-            Ok(w) => {
-                done += w;
-                counter.fetch_add(w as u64, Relaxed);
-                act.touch();
-            }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => dst.writable().await.map_err(Fail::Dst)?,
-            Err(e) => return Err(Fail::Dst(e)),
-        }
-    }
-    copy::give(buf);
-    Ok(true)
+    limit.map(|l| (l, end))
 }

@@ -31,7 +31,6 @@ pub async fn handle(
 ) {
     let started = Instant::now();
     service.stats.connections_total.fetch_add(1, Relaxed);
-    net::tune_stream(&client, &service.keepalive);
     // Behind a front balancer the PROXY header names the real client: it drives source
     // hashing, the log line and the header we send on.
     // A relayed header names the original destination too, as HAProxy relays it.

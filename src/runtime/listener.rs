@@ -13,6 +13,8 @@ use tracing::{debug, error, warn};
 
 use super::drain::Tracker;
 use super::Snapshot;
+use crate::config::Keepalive;
+use crate::net;
 use crate::proxy;
 
 pub struct AcceptLoop {
@@ -29,6 +31,9 @@ pub struct AcceptLoop {
     pub stop: watch::Receiver<bool>,
     /// Becomes true when open connections must end (grace is over).
     pub close_all: watch::Receiver<bool>,
+    /// The socket options last set on the listener, which accepted sockets inherit
+    /// (None: not yet, or a platform where they are not inherited).
+    pub tuned: Option<Keepalive>,
 }
 
 impl AcceptLoop {
@@ -49,11 +54,26 @@ impl AcceptLoop {
                         // Not reached: a reload stops a removed bind's loop before the swap.
                         continue;
                     };
+                    // Client socket options: inherited from the listener once it carries
+                    // this service's settings; a reload that changes them re-tunes it.
+                    if self.tuned != Some(service.keepalive) {
+                        net::tune_stream(&stream, &service.keepalive);
+                        if net::ACCEPT_INHERITS_OPTIONS {
+                            net::tune_listener(&self.listener, &service.keepalive);
+                            self.tuned = Some(service.keepalive);
+                        }
+                    }
+                    // A specific bind address is the local address: no getsockname.
+                    let local = if self.bind.ip().is_unspecified() {
+                        stream.local_addr().unwrap_or(self.bind)
+                    } else {
+                        self.bind
+                    };
                     let guard = self.tracker.enter();
                     let close_all = self.close_all.clone();
                     if service.http.is_some() {
                         let accepted = proxy::http::Accepted {
-                            local: stream.local_addr().unwrap_or(self.bind),
+                            local,
                             stream,
                             peer,
                             service,
@@ -68,7 +88,6 @@ impl AcceptLoop {
                         continue;
                     }
                     let use_splice = self.use_splice;
-                    let local = stream.local_addr().unwrap_or(self.bind);
                     tokio::spawn(async move {
                         proxy::tcp::handle(stream, peer, local, service, use_splice, close_all).await;
                         drop(guard);

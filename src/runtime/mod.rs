@@ -117,15 +117,19 @@ pub async fn start_with(
     let mut bound = Vec::new();
     for svc in &config.services {
         for &bind in &svc.binds {
-            let listener = match inherited.remove(&bind) {
-                Some(l) => tokio::net::TcpListener::from_std(l).map_err(|source| RunError::Bind {
-                    service: svc.name.clone(),
-                    bind,
-                    source,
-                })?,
-                None => open_listener(&svc.name, bind)?,
+            // A handed-over listener carries the old process's options: re-tuned on use.
+            let (listener, tuned) = match inherited.remove(&bind) {
+                Some(l) => {
+                    let l = tokio::net::TcpListener::from_std(l).map_err(|source| RunError::Bind {
+                        service: svc.name.clone(),
+                        bind,
+                        source,
+                    })?;
+                    (l, None)
+                }
+                None => (open_listener(svc, bind)?, Some(svc.keepalive)),
             };
-            bound.push((svc.name.clone(), bind, listener));
+            bound.push((svc.name.clone(), bind, listener, tuned));
         }
     }
     for (bind, _) in inherited {
@@ -148,15 +152,15 @@ pub async fn start_with(
         use_splice,
         process: Arc::new(ProcessStats::default()),
     };
-    for (service, bind, listener) in bound {
-        running.spawn_listener(&service, bind, listener);
+    for (service, bind, listener, tuned) in bound {
+        running.spawn_listener(&service, bind, listener, tuned);
     }
     Ok(running)
 }
 
-fn open_listener(service: &str, bind: SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
-    let err = |source| RunError::Bind { service: service.to_string(), bind, source };
-    let std_listener = crate::net::bind_listener(bind, BACKLOG).map_err(err)?;
+fn open_listener(service: &crate::config::Service, bind: SocketAddr) -> Result<tokio::net::TcpListener, RunError> {
+    let err = |source| RunError::Bind { service: service.name.clone(), bind, source };
+    let std_listener = crate::net::bind_listener(bind, BACKLOG, Some(&service.keepalive)).map_err(err)?;
     tokio::net::TcpListener::from_std(std_listener).map_err(err)
 }
 
@@ -238,7 +242,13 @@ async fn futures_join(receivers: Vec<tokio::sync::oneshot::Receiver<()>>) {
 }
 
 impl Running {
-    fn spawn_listener(&mut self, service: &str, bind: SocketAddr, listener: tokio::net::TcpListener) {
+    fn spawn_listener(
+        &mut self,
+        service: &str,
+        bind: SocketAddr,
+        listener: tokio::net::TcpListener,
+        tuned: Option<crate::config::Keepalive>,
+    ) {
         let local = listener.local_addr().unwrap_or(bind);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
         info!(service = %service, bind = %local, splice = self.use_splice, "listening");
@@ -252,6 +262,7 @@ impl Running {
             tracker: self.tracker.clone(),
             stop: stop_rx,
             close_all: self.close_all_rx.clone(),
+            tuned: tuned.filter(|_| crate::net::ACCEPT_INHERITS_OPTIONS),
         };
         let task = tokio::spawn(accept.run());
         self.listeners.push(Listener { bind, local, fd, stop: stop_tx, task });
@@ -308,7 +319,7 @@ impl Running {
         for svc in &config.services {
             for &bind in &svc.binds {
                 if !self.listeners.iter().any(|l| l.bind == bind) {
-                    opened.push((svc.name.clone(), bind, open_listener(&svc.name, bind)?));
+                    opened.push((svc.name.clone(), bind, open_listener(svc, bind)?, svc.keepalive));
                 }
             }
         }
@@ -344,8 +355,8 @@ impl Running {
         if !opened.is_empty() {
             first.await;
         }
-        for (service, bind, listener) in opened {
-            self.spawn_listener(&service, bind, listener);
+        for (service, bind, listener, keepalive) in opened {
+            self.spawn_listener(&service, bind, listener, Some(keepalive));
             if let Some(l) = self.listeners.last() {
                 report.binds_added.push(l.local);
             }

@@ -29,7 +29,6 @@ use tracing::{debug, info, warn};
 
 use crate::balance::{Policy, Pool};
 use crate::config::{self, Http};
-use crate::net;
 use crate::proxy::proxy_protocol::{self, Addresses};
 use crate::runtime::{Server, Service, Tracker};
 use io::Prefixed;
@@ -162,7 +161,6 @@ pub async fn handle(a: Accepted) {
     let Some(http) = a.service.http.clone() else { return };
     let accepted = Instant::now();
     a.service.stats.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    net::tune_stream(&a.stream, &a.service.keepalive);
     let header_timeout = http.cfg.header_timeout;
     // A relayed header names the original destination too, as HAProxy relays it.
     let (client, local) = match &a.service.accept_proxy {

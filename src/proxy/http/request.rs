@@ -153,7 +153,15 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         let Some(conn_pool) = ctx.pool_for(&server.name) else {
             return log.answer(StatusCode::INTERNAL_SERVER_ERROR, "server pool missing");
         };
-        let pooled = if upgrade.is_some() { None } else { conn_pool.checkout() };
+        let mut pooled = None;
+        if upgrade.is_none() {
+            while let Some(mut s) = conn_pool.checkout() {
+                if s.ready().await {
+                    pooled = Some(s);
+                    break;
+                }
+            }
+        }
         let reused = pooled.is_some();
         let mut sender = match pooled {
             Some(s) => s,

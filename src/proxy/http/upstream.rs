@@ -2,6 +2,7 @@
 //! optionally behind a PROXY header and TLS, spoken over HTTP/1.1 or HTTP/2, and kept
 //! in a bounded per-server pool of idle keep-alive connections.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,6 +19,10 @@ use tokio_rustls::TlsConnector;
 use tracing::debug;
 
 use super::body::ProxyBody;
+
+/// How long a pooled connection may take to settle after its last response before it is
+/// given up (it is nearly always immediate; a server that stalls here is not reused).
+const SETTLE: Duration = Duration::from_secs(1);
 use crate::config::{Keepalive, ProxyVersion, ServerTls};
 use crate::net;
 use crate::proxy::proxy_protocol;
@@ -85,6 +90,18 @@ impl Sender {
         match self {
             Sender::H1(s) => s.is_closed(),
             Sender::H2(s) => s.is_closed(),
+        }
+    }
+
+    /// Wait until a pooled HTTP/1.1 connection can take a request (hyper settles it just
+    /// after the previous response's end). False: it closed instead, or took too long.
+    pub async fn ready(&mut self) -> bool {
+        match self {
+            Sender::H1(s) if !s.is_ready() => {
+                matches!(tokio::time::timeout(SETTLE, s.ready()).await, Ok(Ok(())))
+            }
+            Sender::H1(s) => !s.is_closed(),
+            Sender::H2(s) => !s.is_closed(),
         }
     }
 
@@ -161,7 +178,9 @@ impl Connector {
 /// Idle keep-alive connections to one server (HTTP/1.1), or its one shared HTTP/2
 /// connection.
 pub struct ConnPool {
-    idle: Mutex<Vec<(http1::SendRequest<ProxyBody>, Instant)>>,
+    /// Oldest at the front, newest at the back: expiry trims the front, reuse takes the
+    /// back (the connection likeliest to still be open on the server).
+    idle: Mutex<VecDeque<(http1::SendRequest<ProxyBody>, Instant)>>,
     h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
     max_idle: usize,
     idle_timeout: Duration,
@@ -174,7 +193,7 @@ pub struct ConnPool {
 impl ConnPool {
     pub fn new(max_idle: usize, idle_timeout: Duration) -> Self {
         ConnPool {
-            idle: Mutex::new(Vec::new()),
+            idle: Mutex::new(VecDeque::new()),
             h2: Mutex::new(None),
             max_idle,
             idle_timeout,
@@ -183,7 +202,8 @@ impl ConnPool {
         }
     }
 
-    /// A live idle connection, newest first (the likeliest to still be open on the server).
+    /// An idle connection that is not closed, newest first. An HTTP/1.1 one may still be
+    /// settling after its last response: the caller waits for [`Sender::ready`].
     pub fn checkout(&self) -> Option<Sender> {
         if let Ok(h2) = self.h2.lock() {
             if let Some(s) = h2.as_ref().filter(|s| !s.is_closed()) {
@@ -192,8 +212,9 @@ impl ConnPool {
             }
         }
         let mut idle = self.idle.lock().ok()?;
-        while let Some((sender, since)) = idle.pop() {
-            if since.elapsed() < self.idle_timeout && sender.is_ready() {
+        let now = Instant::now();
+        while let Some((sender, since)) = idle.pop_back() {
+            if now.saturating_duration_since(since) < self.idle_timeout && !sender.is_closed() {
                 self.reused.fetch_add(1, Relaxed);
                 return Some(Sender::H1(sender));
             }
@@ -211,34 +232,22 @@ impl ConnPool {
         }
     }
 
-    /// Give back a connection whose response has been read to its end.
-    pub fn checkin(self: &Arc<Self>, sender: Sender) {
-        let Sender::H1(mut sender) = sender else { return };
+    /// Give back a connection whose response has been read to its end. hyper marks it
+    /// ready a moment later; checkout's caller waits for that, so no task is spawned here.
+    pub fn checkin(&self, sender: Sender) {
+        let Sender::H1(sender) = sender else { return };
         if self.max_idle == 0 || sender.is_closed() {
             return;
         }
-        if sender.is_ready() {
-            self.put(sender);
-            return;
+        let Ok(mut idle) = self.idle.lock() else { return };
+        let now = Instant::now();
+        while idle.front().is_some_and(|(_, since)| now.saturating_duration_since(*since) >= self.idle_timeout) {
+            idle.pop_front();
         }
-        // hyper marks the connection ready a moment after the body's last frame.
-        let pool = Arc::clone(self);
-        let wait = self.idle_timeout;
-        tokio::spawn(async move {
-            if let Ok(Ok(())) = tokio::time::timeout(wait, sender.ready()).await {
-                pool.put(sender);
-            }
-        });
-    }
-
-    fn put(&self, sender: http1::SendRequest<ProxyBody>) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|(s, since)| !s.is_closed() && since.elapsed() < self.idle_timeout);
-            if idle.len() >= self.max_idle {
-                idle.remove(0);
-            }
-            idle.push((sender, Instant::now()));
+        if idle.len() >= self.max_idle {
+            idle.pop_front();
         }
+        idle.push_back((sender, now));
     }
 
     pub fn idle_count(&self) -> usize {
