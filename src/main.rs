@@ -22,13 +22,13 @@ struct Cli {
 enum Command {
     /// Run the balancer in the foreground (logs to stderr).
     Run {
-        /// Configuration file (TOML).
-        #[arg(short, long)]
+        /// Configuration file (TOML). Default: the VIPGATE_CONFIG environment variable.
+        #[arg(short, long, env = "VIPGATE_CONFIG")]
         config: PathBuf,
     },
     /// Validate a configuration file: exit 0 if valid, else print FILE:LINE:COL for every problem and exit 1.
     Check {
-        #[arg(short, long)]
+        #[arg(short, long, env = "VIPGATE_CONFIG")]
         config: PathBuf,
     },
     /// Serve the Galera clustercheck probe (HTTP, 200 = synced, 503 = not) for the local MariaDB.
@@ -52,7 +52,7 @@ enum Command {
         #[arg(long, required_unless_present = "config")]
         pid: Option<i32>,
         /// Or its configuration file: its [admin] endpoint names the process.
-        #[arg(short, long)]
+        #[arg(short, long, env = "VIPGATE_CONFIG")]
         config: Option<PathBuf>,
         /// Ask this admin endpoint instead: IP:PORT, or the admin unix socket's path.
         #[arg(long)]
@@ -61,7 +61,7 @@ enum Command {
     /// Show every service and server of the running vipgate, through its admin API.
     Status {
         /// The running vipgate's configuration file: its [admin] table says where to ask.
-        #[arg(short, long)]
+        #[arg(short, long, env = "VIPGATE_CONFIG")]
         config: PathBuf,
         /// Ask here instead: IP:PORT, or the path of the admin unix socket.
         #[arg(long)]
@@ -70,7 +70,7 @@ enum Command {
     /// Ask the running vipgate to re-read its configuration file; exit 1 with the problems if it refused.
     Reload {
         /// The running vipgate's configuration file: its [admin] table says where to ask.
-        #[arg(short, long)]
+        #[arg(short, long, env = "VIPGATE_CONFIG")]
         config: PathBuf,
         /// Ask here instead: IP:PORT, or the path of the admin unix socket.
         #[arg(long)]
@@ -270,11 +270,30 @@ fn admin_command(outcome: Result<String, String>) -> ExitCode {
     }
 }
 
+/// Logs go to stderr: `key=value` text, or one JSON object per line with
+/// `VIPGATE_LOG_FORMAT=json` (container log collectors). `VIPGATE_LOG` filters.
 fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+    let format = std::env::var("VIPGATE_LOG_FORMAT").unwrap_or_default();
+    match format.trim().to_ascii_lowercase().as_str() {
+        "json" => {
+            tracing_subscriber::fmt()
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr)
+                .init();
+        }
+        other => {
+            let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+            if !matches!(other, "" | "text") {
+                tracing::warn!(value = other, "VIPGATE_LOG_FORMAT is neither \"text\" nor \"json\"; logging text");
+            }
+        }
+    }
 }
 
 /// Worker threads: `VIPGATE_WORKERS`, else `[global] workers`, else one per CPU.
@@ -355,8 +374,13 @@ fn run(path: PathBuf, cfg: Config) -> ExitCode {
                 return ExitCode::SUCCESS;
             }
         };
-        if let Some(notify) = notify {
-            notify.ready();
+        let status = format!("serving {} services", cfg.services.len());
+        match notify {
+            Some(notify) => {
+                notify.ready();
+                runtime::sdnotify::main_pid_ready(&status);
+            }
+            None => runtime::sdnotify::ready(&status),
         }
         let process = running.process();
         if let Ok(mut h) = process.config_hash.lock() {
@@ -402,6 +426,10 @@ fn run(path: PathBuf, cfg: Config) -> ExitCode {
             }
         };
         info!(signal = sig, "shutting down");
+        if sig != "upgrade" {
+            // After an upgrade the new process is systemd's main PID and the service runs on.
+            runtime::sdnotify::stopping();
+        }
         let grace = running.config().global.grace;
         running.shutdown(grace).await;
         ExitCode::SUCCESS
@@ -417,6 +445,7 @@ async fn reload(
 ) -> Result<runtime::ReloadReport, String> {
     let process = running.process();
     process.reloads_total.fetch_add(1, Relaxed);
+    runtime::sdnotify::reloading();
     let outcome = match config::load(path) {
         Err(e) => Err(e.to_string()),
         Ok(cfg) => running.reload(cfg).await.map_err(|e| e.to_string()),
@@ -432,6 +461,7 @@ async fn reload(
             info!(?source, generation = r.generation, services = r.services, binds_added = ?r.binds_added,
                 binds_removed = ?r.binds_removed, servers_added = r.servers_added, servers_removed = r.servers_removed,
                 "config reloaded");
+            runtime::sdnotify::ready(&format!("serving {} services, config generation {}", r.services, r.generation));
         }
         Err(e) => {
             process.reloads_failed.fetch_add(1, Relaxed);
@@ -439,6 +469,8 @@ async fn reload(
                 *last = Some(e.clone());
             }
             error!(?source, "reload failed; the running config stays:\n{e}");
+            // Still serving, on the previous config.
+            runtime::sdnotify::ready("reload failed; serving the previous config");
         }
     }
     outcome

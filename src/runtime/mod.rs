@@ -4,6 +4,7 @@
 pub mod control;
 mod drain;
 mod listener;
+pub mod sdnotify;
 mod server;
 pub mod signals;
 mod snapshot;
