@@ -2,12 +2,13 @@
 //!
 //! One small hyper HTTP/1.1 server on a TCP address (loopback by default) and, if
 //! configured, a unix socket. Over TCP every request but `/healthz` needs the bearer token
-//! when `token_file` is set; the socket needs none, its file mode (0600) is the access
+//! when `token_file` is set; the socket needs none, its file mode (0600 by default) is the access
 //! control. Requests are small and rare, so each connection gets its own task, bodies are
 //! capped at [`MAX_BODY`], heads must arrive within [`HEADER_TIMEOUT`], and at most
 //! [`MAX_CONNECTIONS`] connections are served at once.
 
 pub mod api;
+pub mod cli;
 pub mod client;
 pub mod metrics;
 pub mod page;
@@ -28,7 +29,7 @@ use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::Semaphore;
 use tracing::{debug, info, warn};
@@ -83,7 +84,7 @@ pub async fn serve(cfg: Admin, control: Control) -> io::Result<()> {
     let shared = Arc::new(Shared { control, token: cfg.token, slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)) });
     let tcp = serve_tcp(cfg.bind, Arc::clone(&shared));
     match cfg.socket {
-        Some(path) => tokio::try_join!(tcp, serve_unix(path, shared)).map(|_| ()),
+        Some(path) => tokio::try_join!(tcp, serve_unix(path, cfg.socket_mode, shared)).map(|_| ()),
         None => tcp.await,
     }
 }
@@ -112,10 +113,10 @@ async fn serve_tcp(bind: SocketAddr, shared: Arc<Shared>) -> io::Result<()> {
     }
 }
 
-async fn serve_unix(path: PathBuf, shared: Arc<Shared>) -> io::Result<()> {
+async fn serve_unix(path: PathBuf, mode: u32, shared: Arc<Shared>) -> io::Result<()> {
     let mut warned = false;
     let listener = loop {
-        match bind_unix(&path) {
+        match bind_unix(&path, mode) {
             Ok(l) => break l,
             Err(e) if e.kind() == io::ErrorKind::AddrInUse => {
                 in_use(&mut warned, &path.display().to_string(), &e).await
@@ -123,13 +124,13 @@ async fn serve_unix(path: PathBuf, shared: Arc<Shared>) -> io::Result<()> {
             Err(e) => return Err(io::Error::new(e.kind(), format!("admin socket {}: {e}", path.display()))),
         }
     };
-    info!(socket = %path.display(), "admin endpoint listening on its unix socket (no token: mode 0600)");
+    info!(socket = %path.display(), mode = %format_args!("{mode:04o}"), "admin endpoint listening on its unix socket (no token: its file mode is the access control)");
     let mut backoff = Backoff::default();
     loop {
         match listener.accept().await {
             Ok((stream, _)) => {
                 backoff.reset();
-                spawn_connection(stream, Peer::Unix, &shared);
+                spawn_unix(stream, &shared);
             }
             Err(e) => backoff.wait(&e).await,
         }
@@ -145,11 +146,11 @@ async fn in_use(warned: &mut bool, what: &str, e: &io::Error) {
     tokio::time::sleep(REBIND_EVERY).await;
 }
 
-/// Bind the unix socket with mode 0600. A stale socket file from an earlier run is removed
+/// Bind the unix socket with `mode` (0600 by default). A stale socket file from an earlier run is removed
 /// (one that still answers is in use: error); any other kind of file is left alone (error).
 /// The socket is bound under a temporary name, restricted, then renamed into place, so it
 /// is never reachable at its path with looser permissions.
-fn bind_unix(path: &Path) -> io::Result<UnixListener> {
+fn bind_unix(path: &Path, mode: u32) -> io::Result<UnixListener> {
     use std::os::unix::fs::{FileTypeExt, PermissionsExt};
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => {
@@ -169,7 +170,7 @@ fn bind_unix(path: &Path) -> io::Result<UnixListener> {
     let tmp = PathBuf::from(tmp);
     let _ = std::fs::remove_file(&tmp);
     let listener = UnixListener::bind(&tmp)?;
-    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))
+    let placed = std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(mode))
         .and_then(|()| std::fs::rename(&tmp, path));
     if let Err(e) = placed {
         let _ = std::fs::remove_file(&tmp);
@@ -194,6 +195,41 @@ impl Backoff {
     }
 }
 
+/// The unix socket speaks HTTP (the JSON API) and HAProxy's command language: the first
+/// line decides, and what was read to see it is replayed to whichever serves it.
+fn spawn_unix(mut stream: tokio::net::UnixStream, shared: &Arc<Shared>) {
+    let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() else {
+        debug!("admin socket connection refused: too many open");
+        return;
+    };
+    let shared = Arc::clone(shared);
+    tokio::spawn(async move {
+        let mut seen = Vec::new();
+        let read = tokio::time::timeout(HEADER_TIMEOUT, async {
+            let mut chunk = [0u8; 1024];
+            while !seen.contains(&b'\n') && seen.len() < 16 * 1024 {
+                match stream.read(&mut chunk).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => seen.extend_from_slice(&chunk[..n]),
+                }
+            }
+        })
+        .await;
+        if read.is_err() || seen.is_empty() {
+            return;
+        }
+        let first_line = seen.split(|&b| b == b'\n').next().unwrap_or_default();
+        let http = cli::is_http_request_line(first_line);
+        let io = crate::proxy::http::io::Prefixed::new(bytes::Bytes::from(seen), stream);
+        if http {
+            serve_http(io, Peer::Unix, shared, permit).await;
+        } else {
+            cli::serve(io, &shared.control).await;
+            drop(permit);
+        }
+    });
+}
+
 fn spawn_connection<I>(io: I, peer: Peer, shared: &Arc<Shared>)
 where
     I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -202,19 +238,23 @@ where
         debug!(%peer, "admin connection refused: too many open");
         return;
     };
-    let shared = Arc::clone(shared);
-    tokio::spawn(async move {
-        let _permit = permit;
-        let service = service_fn(move |req| {
-            let shared = Arc::clone(&shared);
-            async move { Ok::<_, Infallible>(handle(req, &shared, peer).await) }
-        });
-        let mut builder = http1::Builder::new();
-        builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
-        if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
-            debug!(%peer, error = %e, "admin connection ended");
-        }
+    tokio::spawn(serve_http(io, peer, Arc::clone(shared), permit));
+}
+
+async fn serve_http<I>(io: I, peer: Peer, shared: Arc<Shared>, permit: tokio::sync::OwnedSemaphorePermit)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let _permit = permit;
+    let service = service_fn(move |req| {
+        let shared = Arc::clone(&shared);
+        async move { Ok::<_, Infallible>(handle(req, &shared, peer).await) }
     });
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(HEADER_TIMEOUT).keep_alive(true);
+    if let Err(e) = builder.serve_connection(TokioIo::new(io), service).await {
+        debug!(%peer, error = %e, "admin connection ended");
+    }
 }
 
 /// Route one request. Never fails: every problem is an HTTP answer.

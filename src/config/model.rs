@@ -38,14 +38,17 @@ pub struct Admin {
     pub token: Option<String>,
     /// Where the token came from, for messages.
     pub token_file: Option<std::path::PathBuf>,
-    /// A unix socket serving the same API without the token: its file mode (0600) is the
-    /// access control.
+    /// A unix socket serving the same API without the token, and HAProxy's runtime API
+    /// commands: its file mode is the access control.
     pub socket: Option<std::path::PathBuf>,
+    /// The socket's file mode (0600 unless configured).
+    pub socket_mode: u32,
 }
 
 impl Admin {
     /// Loopback, so the endpoint is never reachable from the network unless configured so.
     pub const DEFAULT_BIND: SocketAddr = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::new(127, 0, 0, 1)), 9100);
+    pub const DEFAULT_SOCKET_MODE: u32 = 0o600;
 }
 
 // By hand, so that printing a config (debug logs, test failures) never shows the token.
@@ -56,6 +59,7 @@ impl std::fmt::Debug for Admin {
             .field("token", &self.token.as_ref().map(|_| "<redacted>"))
             .field("token_file", &self.token_file)
             .field("socket", &self.socket)
+            .field("socket_mode", &format_args!("{:04o}", self.socket_mode))
             .finish()
     }
 }

@@ -187,8 +187,14 @@ impl Validator {
     }
 
     fn admin(&mut self, t: &DeTable<'_>) -> Option<Admin> {
-        const KEYS: &[&str] = &["bind", "token_file", "socket"];
-        let mut admin = Admin { bind: Admin::DEFAULT_BIND, token: None, token_file: None, socket: None };
+        const KEYS: &[&str] = &["bind", "token_file", "socket", "socket_mode"];
+        let mut admin = Admin {
+            bind: Admin::DEFAULT_BIND,
+            token: None,
+            token_file: None,
+            socket: None,
+            socket_mode: Admin::DEFAULT_SOCKET_MODE,
+        };
         for (key, value) in t.iter() {
             match key.get_ref().as_ref() {
                 "bind" => {
@@ -227,6 +233,25 @@ impl Validator {
                         self.err(value.span(), "\"socket\" must be a path of 1 to 107 bytes (the unix socket limit)");
                     } else {
                         admin.socket = Some(path.into());
+                    }
+                }
+                "socket_mode" => {
+                    // An octal string ("0660") or a TOML octal integer (0o660).
+                    let mode = match value.get_ref() {
+                        DeValue::String(s) => u32::from_str_radix(s.trim_start_matches("0o"), 8).ok(),
+                        DeValue::Integer(i) => u32::from_str_radix(&i.as_str().replace('_', ""), i.radix()).ok(),
+                        _ => None,
+                    };
+                    match mode {
+                        Some(m) if m <= 0o777 && m & 0o002 == 0 => admin.socket_mode = m,
+                        Some(m) if m <= 0o777 => self.err(
+                            value.span(),
+                            format!(
+                                "socket_mode {m:04o} lets every local user write to the admin socket (drain \
+                                 servers, reload); use 0600 or 0660 with a group"
+                            ),
+                        ),
+                        _ => self.err(value.span(), "\"socket_mode\" must be an octal file mode such as \"0660\""),
                     }
                 }
                 _ => self.unknown(key, "[admin]", KEYS),

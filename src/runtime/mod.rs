@@ -151,7 +151,12 @@ pub async fn start_with(
         checks,
         config: config.clone(),
         use_splice,
-        process: Arc::new(ProcessStats::default()),
+        process: Arc::new(ProcessStats {
+            started_unix: AtomicU64::new(
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+            ),
+            ..ProcessStats::default()
+        }),
     };
     for (service, bind, listener, tuned) in bound {
         running.spawn_listener(&service, bind, listener, tuned);
@@ -398,4 +403,6 @@ pub struct ProcessStats {
     /// SHA-1 of the config file text in use, and the last reload error.
     pub config_hash: std::sync::Mutex<String>,
     pub last_reload_error: std::sync::Mutex<Option<String>>,
+    /// When the balancer started, in seconds since the Unix epoch (uptime in `show info`).
+    pub started_unix: AtomicU64,
 }

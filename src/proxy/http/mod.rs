@@ -5,7 +5,7 @@
 
 mod body;
 mod errors;
-mod io;
+pub(crate) mod io;
 mod request;
 mod tunnel;
 pub mod upstream;
