@@ -538,7 +538,10 @@ fn admin_keys_are_validated() {
         format!("{p}:{}:8: bad address \"127.0.0.1:notaport\"", at("notaport")),
         format!("{p}:{}:14: cannot read token_file \"/nonexistent/vipgate-token\"", at("/nonexistent")),
         format!("{p}:{}:10: \"socket\" must be a path", at("socket =")),
-        format!("{p}:{}:1: unknown key \"port\" in [admin] (known keys: bind, token_file, socket, socket_mode)", at("port = 1")),
+        format!(
+            "{p}:{}:1: unknown key \"port\" in [admin] (known keys: bind, token_file, socket, socket_mode)",
+            at("port = 1")
+        ),
     ] {
         assert!(stderr.contains(&want), "missing {want:?} in:\n{stderr}");
     }
