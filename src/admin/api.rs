@@ -144,7 +144,7 @@ fn mode_name(m: Mode) -> &'static str {
 pub fn server_view(s: &Server) -> ServerView {
     ServerView {
         name: s.name.clone(),
-        address: s.address.to_string(),
+        address: s.address().to_string(),
         state: s.state().to_string(),
         health: health_name(s.health()).to_string(),
         admin: admin_name(s.admin()).to_string(),

@@ -367,10 +367,10 @@ bk_f_forced_id srv_f_forced_id srv_fqdn srv_port srvrecord\n",
                 svc.name.replace(' ', "_"),
                 j + 1,
                 s.name.replace(' ', "_"),
-                s.address.ip(),
+                s.address().ip(),
                 s.weight(),
                 s.config_weight(),
-                s.address.port(),
+                s.address().port(),
             );
         }
     }

@@ -180,6 +180,7 @@ fn tiered(spec: &[(&str, u32)]) -> Vec<Arc<Server>> {
             let cfg = crate::config::Server {
                 name: name.to_string(),
                 address: SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16)),
+                host: None,
                 weight: 1,
                 tier: *tier,
                 source: None,

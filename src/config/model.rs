@@ -20,11 +20,19 @@ pub struct Global {
     pub grace: Duration,
     /// Forward plain TCP with splice(2) on Linux; off forces the buffered copy.
     pub splice: bool,
+    /// How often servers given as HOST:PORT are resolved again (container IPs change);
+    /// `None` = only when the config loads.
+    pub resolve_interval: Option<Duration>,
 }
 
 impl Default for Global {
     fn default() -> Self {
-        Global { workers: None, grace: Duration::from_secs(30), splice: true }
+        Global {
+            workers: None,
+            grace: Duration::from_secs(30),
+            splice: true,
+            resolve_interval: Some(Duration::from_secs(30)),
+        }
     }
 }
 
@@ -179,7 +187,11 @@ pub enum Failback {
 #[derive(Debug, Clone, PartialEq)]
 pub struct Server {
     pub name: String,
+    /// Resolved when the config loads (a HOST:PORT is looked up then).
     pub address: SocketAddr,
+    /// The host name when the address was given as HOST:PORT: resolved again every
+    /// `resolve_interval`.
+    pub host: Option<String>,
     pub weight: u32,
     /// Priority tier: traffic goes to the lowest tier with a usable server.
     /// `backup = true` is tier 1.

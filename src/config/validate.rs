@@ -180,7 +180,12 @@ impl Validator {
                         g.splice = b;
                     }
                 }
-                _ => self.unknown(key, "[global]", &["workers", "grace", "splice"]),
+                "resolve_interval" => {
+                    if let Some(d) = self.duration(key, value) {
+                        g.resolve_interval = (!d.is_zero()).then_some(d);
+                    }
+                }
+                _ => self.unknown(key, "[global]", &["workers", "grace", "splice", "resolve_interval"]),
             }
         }
         g
@@ -522,7 +527,12 @@ impl Validator {
                         self.err(value.span(), "server name must not be empty");
                     }
                 }
-                "address" => address = self.string(key, value).and_then(|s| self.server_addr(&value.span(), s)),
+                "address" => {
+                    address = self.string(key, value).and_then(|s| {
+                        let a = self.server_addr(&value.span(), s)?;
+                        Some((a, address_host(s)))
+                    })
+                }
                 "weight" => match self.integer(key, value, 0, MAX_WEIGHT as i64) {
                     Some(w) => weight = w as u32,
                     None => ok = false,
@@ -559,13 +569,13 @@ impl Validator {
             self.err(span, "server has no name");
             return None;
         };
-        let Some(address) = address else {
+        let Some((address, host)) = address else {
             if !t.iter().any(|(k, _)| k.get_ref() == "address") {
                 self.err(span, format!("server \"{name}\" has no address"));
             }
             return None;
         };
-        ok.then_some(Server { name, address, weight, tier, source, check_port, check_address, cookie, pool })
+        ok.then_some(Server { name, address, host, weight, tier, source, check_port, check_address, cookie, pool })
     }
 
     fn binds(&mut self, key: &Key<'_>, value: &Val<'_>) -> (Vec<SocketAddr>, Vec<Range<usize>>) {
@@ -748,6 +758,15 @@ pub fn parse_bind(s: &str) -> Result<SocketAddr, String> {
         return Err("port 0 is not a port one can connect to".into());
     }
     Ok(addr)
+}
+
+/// The host name of a `HOST:PORT` server address (None for an IP address).
+fn address_host(s: &str) -> Option<String> {
+    let s = s.trim();
+    if s.parse::<SocketAddr>().is_ok() {
+        return None;
+    }
+    s.rsplit_once(':').map(|(h, _)| h.to_string())
 }
 
 /// Server address: `IP:PORT`, `[V6]:PORT`, or `HOST:PORT` resolved now (first address wins).

@@ -36,8 +36,8 @@ pub fn build_probe(kind: &CheckKind, timeout: Duration) -> Result<Arc<dyn Probe>
 
 /// Where a server is probed: its own overrides, then the check's, then the traffic address.
 pub fn target(check: &Check, server: &Server) -> Target {
-    let ip = server.check_address.or(check.address).unwrap_or(server.address.ip());
-    let port = server.check_port.or(check.port).unwrap_or(server.address.port());
+    let ip = server.check_address.or(check.address).unwrap_or(server.address().ip());
+    let port = server.check_port.or(check.port).unwrap_or(server.address().port());
     Target { addr: SocketAddr::new(ip, port), source: server.source }
 }
 
@@ -101,7 +101,6 @@ struct CheckJob {
 
 impl CheckJob {
     async fn run(mut self, first: oneshot::Sender<()>) {
-        let target = target(&self.check, &self.server);
         // A server kept across a reload goes on from its state; a new one is decided by
         // its first probe.
         let mut state = match self.server.health() {
@@ -126,6 +125,8 @@ impl CheckJob {
             if self.server.take_passive_down() && state.is_up() {
                 state.force_down();
             }
+            // Each probe: the server's address may have been resolved anew.
+            let target = target(&self.check, &self.server);
             let started = Instant::now();
             let verdict = probe_once(self.probe.as_ref(), &self.check, &target).await;
             let took = started.elapsed();

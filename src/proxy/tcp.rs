@@ -57,7 +57,7 @@ pub async fn handle(
             return;
         };
         let server = lease.server();
-        let connected = match net::connect(server.address, server.source, service.connect_timeout).await {
+        let connected = match net::connect(server.address(), server.source, service.connect_timeout).await {
             Ok(mut stream) => match service.send_proxy {
                 Some(version) => {
                     let header = proxy_protocol::encode(version, peer, local);
@@ -81,7 +81,7 @@ pub async fn handle(
                         server.shutdown_sessions();
                     }
                 }
-                warn!(service = %service.name, server = %server.name, address = %server.address, error = %e, "connect failed");
+                warn!(service = %service.name, server = %server.name, address = %server.address(), error = %e, "connect failed");
                 tried.add(&lease, &service.pool);
                 failures += 1;
                 if failures > service.retries {

@@ -4,6 +4,7 @@
 pub mod control;
 mod drain;
 mod listener;
+mod resolve;
 pub mod sdnotify;
 mod server;
 pub mod signals;
@@ -68,6 +69,8 @@ pub struct Running {
     close_all_rx: watch::Receiver<bool>,
     listeners: Vec<Listener>,
     checks: CheckSet,
+    /// Looks server names up again (aborted at shutdown).
+    resolver: JoinHandle<()>,
     config: Config,
     use_splice: bool,
     process: Arc<ProcessStats>,
@@ -142,6 +145,7 @@ pub async fn start_with(
     first.await;
 
     let (close_all_tx, close_all_rx) = watch::channel(false);
+    let resolver = tokio::spawn(resolve::run(Arc::clone(&snapshot)));
     let mut running = Running {
         snapshot,
         tracker: Tracker::default(),
@@ -149,6 +153,7 @@ pub async fn start_with(
         close_all_rx,
         listeners: Vec::new(),
         checks,
+        resolver,
         config: config.clone(),
         use_splice,
         process: Arc::new(ProcessStats {
@@ -237,7 +242,7 @@ fn server_keys(snapshot: &Snapshot) -> Vec<(&str, &str, SocketAddr)> {
     snapshot
         .services
         .iter()
-        .flat_map(|s| s.pool.servers().iter().map(move |v| (s.name.as_str(), v.name.as_str(), v.address)))
+        .flat_map(|s| s.pool.servers().iter().map(move |v| (s.name.as_str(), v.name.as_str(), v.configured)))
         .collect()
 }
 
@@ -374,6 +379,7 @@ impl Running {
     /// Close every listener now (new connects are refused), let open connections finish
     /// for up to `grace`, then end the rest.
     pub async fn shutdown(self, grace: Duration) {
+        self.resolver.abort();
         for l in &self.listeners {
             let _ = l.stop.send(true);
         }

@@ -80,7 +80,13 @@ pub struct ProbeResult {
 #[derive(Debug)]
 pub struct Server {
     pub name: String,
-    pub address: SocketAddr,
+    /// Where connections and probes go: the configured address, or the latest
+    /// resolution of `host`. Read with [`Server::address`].
+    address: arc_swap::ArcSwap<SocketAddr>,
+    /// The address as the config gave it (what a reload compares).
+    pub configured: SocketAddr,
+    /// The host name to resolve again, when the config named one.
+    pub host: Option<String>,
     /// Changed at run time by the admin API; read through [`Server::weight`].
     weight: AtomicU32,
     /// The weight the config gave (a reload that leaves it alone keeps the operator's).
@@ -129,7 +135,9 @@ impl Server {
     pub fn new(cfg: &model::Server, service_source: Option<IpAddr>) -> Self {
         Server {
             name: cfg.name.clone(),
-            address: cfg.address,
+            address: arc_swap::ArcSwap::from_pointee(cfg.address),
+            configured: cfg.address,
+            host: cfg.host.clone(),
             weight: AtomicU32::new(cfg.weight),
             config_weight: AtomicU32::new(cfg.weight),
             tier: cfg.tier,
@@ -155,6 +163,7 @@ impl Server {
         let cfg = model::Server {
             name: name.into(),
             address,
+            host: None,
             weight,
             tier: u32::from(backup),
             source: None,
@@ -164,6 +173,16 @@ impl Server {
             pool: None,
         };
         Server::new(&cfg, None)
+    }
+
+    /// The address connections and probes use now.
+    pub fn address(&self) -> SocketAddr {
+        **self.address.load()
+    }
+
+    /// A new resolution of `host`: later connections and probes go there (open ones stay).
+    pub fn set_address(&self, addr: SocketAddr) {
+        self.address.store(std::sync::Arc::new(addr));
     }
 
     pub fn is_backup(&self) -> bool {

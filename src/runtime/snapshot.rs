@@ -51,8 +51,9 @@ impl Service {
             .servers
             .iter()
             .map(|s| {
-                let before =
-                    old.and_then(|o| o.pool.servers().iter().find(|p| p.name == s.name && p.address == s.address));
+                let before = old.and_then(|o| {
+                    o.pool.servers().iter().find(|p| p.name == s.name && p.configured == s.address && p.host == s.host)
+                });
                 match before {
                     Some(b) if same_settings(b, s, cfg.source) => {
                         if b.config_weight() != s.weight {
@@ -140,6 +141,8 @@ pub enum Pending {
 /// service that is gone.
 pub struct Snapshot {
     pub services: Vec<Arc<Service>>,
+    /// `[global] resolve_interval`, for the resolver task.
+    pub resolve_interval: Option<std::time::Duration>,
     binds: Vec<(std::net::SocketAddr, usize)>,
     pending: std::sync::Mutex<Vec<Pending>>,
 }
@@ -163,7 +166,12 @@ impl Snapshot {
             pending.extend(p);
             binds.extend(s.binds.iter().map(|&b| (b, i)));
         }
-        Ok(Snapshot { services, binds, pending: std::sync::Mutex::new(pending) })
+        Ok(Snapshot {
+            services,
+            resolve_interval: config.global.resolve_interval,
+            binds,
+            pending: std::sync::Mutex::new(pending),
+        })
     }
 
     /// Apply the changes to live servers this snapshot carries (once it is published).

@@ -180,7 +180,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                             server.shutdown_sessions();
                         }
                     }
-                    warn!(service = %ctx.service.name, server = %server.name, address = %server.address, error = %e, "connect failed");
+                    warn!(service = %ctx.service.name, server = %server.name, address = %server.address(), error = %e, "connect failed");
                     tried.add(&lease, pool);
                     failures += 1;
                     if failures > ctx.service.retries {
@@ -195,7 +195,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         let Some(mut outgoing) = req.take() else {
             return log.answer(StatusCode::BAD_GATEWAY, "request lost");
         };
-        set_target(&mut outgoing, &sender, &server.address, host.as_deref(), http.connector.tls.is_some());
+        set_target(&mut outgoing, &sender, &server.address(), host.as_deref(), http.connector.tls.is_some());
         let sent_at = Instant::now();
         let result = match ctx.service.server_timeout {
             Some(t) => match tokio::time::timeout(t, sender.send(outgoing)).await {

@@ -127,7 +127,7 @@ impl Connector {
         upgrade: bool,
     ) -> Result<Sender, ConnectError> {
         let mut stream =
-            net::connect(server.address, server.source, self.connect_timeout).await.map_err(ConnectError::Connect)?;
+            net::connect(server.address(), server.source, self.connect_timeout).await.map_err(ConnectError::Connect)?;
         net::tune_stream(&stream, &self.keepalive);
         if let Some(version) = self.send_proxy {
             let header = proxy_protocol::encode(version, addresses.0, addresses.1);
@@ -138,7 +138,7 @@ impl Connector {
         let io: Box<dyn Io> = match &self.tls {
             None => Box::new(stream),
             Some(tls) => {
-                let name = tls.name.clone().unwrap_or_else(|| server.address.ip().into());
+                let name = tls.name.clone().unwrap_or_else(|| server.address().ip().into());
                 let handshake = tls.connector.connect(name, stream);
                 let tls_stream = match self.connect_timeout {
                     Some(t) => tokio::time::timeout(t, handshake).await.map_err(|_| {
