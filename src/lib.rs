@@ -10,6 +10,7 @@ pub mod clustercheck;
 pub mod config;
 pub mod demo;
 pub mod health;
+pub mod import;
 pub mod mysql;
 pub mod net;
 pub mod proxy;

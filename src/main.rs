@@ -31,6 +31,16 @@ enum Command {
         #[arg(short, long, env = "VIPGATE_CONFIG")]
         config: PathBuf,
     },
+    /// Translate a haproxy.cfg into vipgate TOML on stdout; every directive not translated
+    /// is reported on stderr as FILE:LINE.
+    ImportHaproxy {
+        /// The haproxy.cfg to read.
+        file: PathBuf,
+        /// Exit 1 if any directive could not be translated (notes about things vipgate does
+        /// its own way do not count).
+        #[arg(long)]
+        strict: bool,
+    },
     /// Serve the Galera clustercheck probe (HTTP, 200 = synced, 503 = not) for the local MariaDB.
     ///
     /// Credentials come from --credentials-file (my.cnf style: user=, password=) or the
@@ -202,6 +212,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::ImportHaproxy { file, strict } => import_haproxy(&file, strict),
         Command::Run { config } => {
             init_logging();
             let cfg = match config::load(&config) {
@@ -267,6 +278,36 @@ fn admin_command(outcome: Result<String, String>) -> ExitCode {
             eprintln!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn import_haproxy(file: &Path, strict: bool) -> ExitCode {
+    let text = match std::fs::read_to_string(file) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("vipgate: cannot read {}: {e}", file.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let imported = vipgate::import::import(&text);
+    print!("{}", imported.toml);
+    for r in &imported.reports {
+        eprintln!("{}:{r}", file.display());
+    }
+    let lost = imported.untranslated().count();
+    let mut ok = !(strict && lost > 0);
+    if strict && lost > 0 {
+        eprintln!("vipgate: {lost} directive(s) not translated (--strict)");
+    }
+    // The output must be a config vipgate accepts; say so now if it is not.
+    if let Err(e) = config::parse(&imported.toml, "(translation)") {
+        eprintln!("vipgate: the translation does not pass `vipgate check`:\n{e}");
+        ok = false;
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
     }
 }
 

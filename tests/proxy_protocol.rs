@@ -16,108 +16,33 @@
 //! Written against HAProxy 2.6 (Debian 12); `http-request return ... lf-string` needs 2.2+.
 
 mod common;
+#[path = "support/haproxy.rs"]
+mod haproxy;
 #[path = "support/http_backend.rs"]
 mod http_backend;
 #[path = "support/http_client.rs"]
 mod http_client;
 
-use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::Ordering::SeqCst;
-use std::thread;
 use std::time::Duration;
 
 use common::*;
+use haproxy::{haproxy_bin, Haproxy};
 use http_backend::HttpBackend;
 use http_client::{send, Resp};
 use tokio::time::Instant;
 
-/// Set to 1 (CI) to make a missing `haproxy` a test failure instead of a skip.
-const REQUIRE_ENV: &str = "VIPGATE_REQUIRE_HAPROXY";
-
-// ---------------------------------------------------------------------------------------
-// HAProxy
-// ---------------------------------------------------------------------------------------
-
-/// `haproxy` on PATH or in the sbin dirs (a non-root PATH often lacks /usr/sbin); None
-/// (with "skipped: ..." printed) when it is not installed, a panic under `REQUIRE_ENV=1`.
-fn haproxy_bin() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let mut dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
-    dirs.extend(["/usr/sbin", "/usr/local/sbin", "/sbin"].map(PathBuf::from));
-    if let Some(p) = dirs.iter().map(|d| d.join("haproxy")).find(|p| p.is_file()) {
-        return Some(p);
-    }
-    let why = "haproxy not found on PATH or in /usr/sbin (apt-get install haproxy)";
-    assert!(std::env::var(REQUIRE_ENV).as_deref() != Ok("1"), "{why}, and {REQUIRE_ENV}=1 makes that a failure");
-    println!("skipped: {why}");
-    None
-}
-
-/// A running `haproxy -db -f CFG`; SIGKILLed by PID on drop, its output (stdout and
-/// stderr, where it also logs) printed when the test panics.
-struct Haproxy {
-    child: Child,
-    cfg: PathBuf,
-    log_path: PathBuf,
-}
-
-impl Haproxy {
-    /// Start HAProxy on `sections` (`listen` blocks) after a small global/defaults block,
-    /// and wait until every address in `listening` accepts connections.
-    fn start(bin: &PathBuf, sections: &str, listening: &[SocketAddr]) -> Haproxy {
-        let text = format!(
-            "global\n    nbthread 1\n    maxconn 1000\n    log stderr format raw local0 info\n\
-             defaults\n    log global\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n\
-             {sections}"
-        );
-        let cfg = temp_path("haproxy", "cfg");
-        fs::write(&cfg, &text).expect("write haproxy config");
-        let log_path = temp_path("haproxy", "log");
-        // One open file for both streams, so neither overwrites the other.
-        let out = File::create(&log_path).expect("create haproxy log");
-        let child = Command::new(bin)
-            .arg("-db")
-            .arg("-f")
-            .arg(&cfg)
-            .stdin(Stdio::null())
-            .stdout(out.try_clone().expect("dup haproxy log"))
-            .stderr(out)
-            .spawn()
-            .unwrap_or_else(|e| panic!("spawn {}: {e}", bin.display()));
-        let mut h = Haproxy { child, cfg, log_path };
-        for addr in listening {
-            let ok = eventually(WAIT, || {
-                if let Ok(Some(st)) = h.child.try_wait() {
-                    panic!("haproxy exited with {st} before {addr} accepted; config:\n{text}\noutput:\n{}", h.log());
-                }
-                // Connect and close at once: a readiness probe, nothing more.
-                TcpStream::connect_timeout(addr, Duration::from_millis(500)).ok()
-            });
-            assert!(ok.is_some(), "haproxy never listened on {addr} within {WAIT:?}; output:\n{}", h.log());
-        }
-        h
-    }
-
-    fn log(&self) -> String {
-        String::from_utf8_lossy(&fs::read(&self.log_path).unwrap_or_default()).into_owned()
-    }
-}
-
-impl Drop for Haproxy {
-    fn drop(&mut self) {
-        // Child::kill is kill(pid, SIGKILL) on this one child, never by name.
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        if thread::panicking() {
-            eprintln!("---- haproxy output ({}) ----\n{}\n---- end ----", self.log_path.display(), self.log());
-        }
-        let _ = fs::remove_file(&self.cfg);
-        let _ = fs::remove_file(&self.log_path);
-    }
+/// HAProxy on `sections` (`listen` blocks) after a small global/defaults block.
+fn start_haproxy(bin: &PathBuf, sections: &str, listening: &[SocketAddr]) -> Haproxy {
+    let text = format!(
+        "global\n    nbthread 1\n    maxconn 1000\n    log stderr format raw local0 info\n\
+         defaults\n    log global\n    timeout connect 5s\n    timeout client 30s\n    timeout server 30s\n\n\
+         {sections}"
+    );
+    Haproxy::start_cfg(bin, &text, listening)
 }
 
 /// A tcp-mode proxy from `bind` to `server`; `opts` is `send-proxy`, `send-proxy-v2` or "".
@@ -233,7 +158,7 @@ fn haproxy_in_front_names_the_real_client_in_tcp_mode() {
     let v = start_vipgate(&cfg, bind);
     let (f1, f2) = (free_addr(), free_addr());
     let sections = hap_tcp("v1", f1, bind, "send-proxy") + &hap_tcp("v2", f2, bind, "send-proxy-v2");
-    let _h = Haproxy::start(&bin, &sections, &[f1, f2]);
+    let _h = start_haproxy(&bin, &sections, &[f1, f2]);
 
     for (version, front) in [("v1", f1), ("v2", f2)] {
         let (client, server) = echo_through(ip("127.0.0.7"), front);
@@ -261,7 +186,7 @@ fn haproxy_in_front_names_the_real_client_in_http_mode() {
     let v = start_vipgate(&service_toml("", "api", bind, keys, &[("b1", backend.addr, "")]), bind);
     let (f1, f2) = (free_addr(), free_addr());
     let sections = hap_tcp("v1", f1, bind, "send-proxy") + &hap_tcp("v2", f2, bind, "send-proxy-v2");
-    let _h = Haproxy::start(&bin, &sections, &[f1, f2]);
+    let _h = start_haproxy(&bin, &sections, &[f1, f2]);
 
     for (version, front) in [("v2", f2), ("v1", f1)] {
         let mut s = connect_from(ip("127.0.0.7"), front).unwrap_or_else(|e| panic!("connect {front}: {e}"));
@@ -303,7 +228,7 @@ fn source_hashing_uses_the_client_from_the_header() {
     let sections = hap_tcp("v1", f1, bind, "send-proxy")
         + &hap_tcp("v2", f2, bind, "send-proxy-v2")
         + &hap_tcp("plain", f0, plain, "");
-    let _h = Haproxy::start(&bin, &sections, &[f1, f2, f0]);
+    let _h = start_haproxy(&bin, &sections, &[f1, f2, f0]);
 
     let first = server_from(ip("127.0.0.7"), f1);
     for front in [f1, f2, f1, f2, f1, f2] {
@@ -341,7 +266,7 @@ fn haproxy_behind_accepts_what_vipgate_sends() {
     let Some(bin) = haproxy_bin() else { return };
     let started = Instant::now();
     let reporter = free_addr();
-    let _h = Haproxy::start(&bin, &hap_reporter("reporter", reporter), &[reporter]);
+    let _h = start_haproxy(&bin, &hap_reporter("reporter", reporter), &[reporter]);
     let hap = [("hap", reporter, "")];
     let (tv1, tv2, hv2, hv1) = (free_addr(), free_addr(), free_addr(), free_addr());
     let cfg = global("")
@@ -389,7 +314,7 @@ fn vipgate_relays_the_client_from_the_header_it_accepted() {
     let sections = hap_reporter("reporter", reporter)
         + &hap_tcp("ft", f_tcp, tcp_bind, "send-proxy-v2")
         + &hap_tcp("fh", f_http, http_bind, "send-proxy-v2");
-    let _h = Haproxy::start(&bin, &sections, &[reporter, f_tcp, f_http]);
+    let _h = start_haproxy(&bin, &sections, &[reporter, f_tcp, f_http]);
 
     for (what, front, bind) in [("tcp", f_tcp, tcp_bind), ("http", f_http, http_bind)] {
         let (client, r) = get_from(ip("127.0.0.7"), front);
@@ -532,7 +457,7 @@ fn ipv6_clients_in_both_directions() {
         + &hap_tcp("v2", f2, bind, "send-proxy-v2")
         + &hap_tcp("relay", f_relay, relay, "send-proxy-v2")
         + &hap_reporter("reporter", reporter);
-    let _h = Haproxy::start(&bin, &sections, &[f1, f2, f_relay, reporter]);
+    let _h = start_haproxy(&bin, &sections, &[f1, f2, f_relay, reporter]);
     let lo6 = ip("::1");
 
     for (version, front) in [("v1", f1), ("v2", f2)] {
