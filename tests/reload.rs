@@ -1200,6 +1200,17 @@ fn sockets(port_of_interest: u16) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The `ss` options of vipgate's end of the client connection `client` made to `bind`.
+fn vipgate_side_options(bind: SocketAddr, client: &TcpStream) -> String {
+    let client_port = client.local_addr().unwrap().port();
+    let found = sockets(bind.port());
+    let vip_side = found.iter().find(|(l, p, _)| l == &bind.to_string() && p.ends_with(&format!(":{client_port}")));
+    match vip_side {
+        Some((_, _, opts)) => opts.clone(),
+        None => panic!("vipgate's client socket not listed by ss: {found:?}"),
+    }
+}
+
 /// Client sockets take TCP keepalive from the listener (Linux copies a listener's options
 /// into each accepted socket, which saves the per-connection setsockopt calls); server
 /// sockets are set one by one; a reload that changes the settings re-tunes the listener.
@@ -1213,10 +1224,7 @@ fn keepalive_reaches_client_and_server_sockets_and_follows_a_reload() {
 
     let mut c1 = connect(bind);
     assert_eq!(read_line(&mut c1).unwrap(), "b1");
-    let client_port = c1.local_addr().unwrap().port();
-    let found = sockets(bind.port());
-    let vip_side = found.iter().find(|(l, p, _)| l == &bind.to_string() && p.ends_with(&format!(":{client_port}")));
-    let Some((_, _, opts)) = vip_side else { panic!("vipgate's client socket not listed by ss: {found:?}") };
+    let opts = vipgate_side_options(bind, &c1);
     assert!(opts.contains("keepalive"), "client socket without keepalive: {opts}");
     let towards_server = sockets(b.addr.port());
     assert!(
@@ -1227,9 +1235,6 @@ fn keepalive_reaches_client_and_server_sockets_and_follows_a_reload() {
     r.reload(&v, &cfg("keepalive = false\n"));
     let mut c2 = connect(bind);
     assert_eq!(read_line(&mut c2).unwrap(), "b1");
-    let client_port = c2.local_addr().unwrap().port();
-    let found = sockets(bind.port());
-    let vip_side = found.iter().find(|(l, p, _)| l == &bind.to_string() && p.ends_with(&format!(":{client_port}")));
-    let Some((_, _, opts)) = vip_side else { panic!("vipgate's client socket not listed by ss: {found:?}") };
+    let opts = vipgate_side_options(bind, &c2);
     assert!(!opts.contains("keepalive"), "keepalive = false after reload, yet: {opts}");
 }

@@ -112,13 +112,6 @@ fn run(argv: &[&str]) -> Result<(), String> {
     }
 }
 
-fn skip_or_fail(why: &str) {
-    if std::env::var_os("VIPGATE_REQUIRE_NETNS").is_some() {
-        panic!("VIP failover test cannot run (VIPGATE_REQUIRE_NETNS is set): {why}");
-    }
-    eprintln!("SKIP vip_failover: {why}");
-}
-
 /// The lab: switch, two controllers, client, backend on one bridge.
 fn build_lab() -> Result<Lab, String> {
     for tool in ["ip", "keepalived", "curl", "python3"] {
@@ -159,7 +152,7 @@ fn build_lab() -> Result<Lab, String> {
 fn keepalived_moves_the_vip_when_vipgate_stops() {
     let mut lab = match build_lab() {
         Ok(l) => l,
-        Err(why) => return skip_or_fail(&why),
+        Err(why) => return skip_unless_netns_required("vip_failover", &why),
     };
     let www = lab.dir.join("www");
     std::fs::create_dir_all(&www).unwrap();

@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::Resp;
 use crate::config::{Mode, MAX_WEIGHT};
-use crate::runtime::{AdminState, Control, Health, ReloadReport, ReloadSource, Server};
+use crate::runtime::{AdminState, Control, Health, Missing, ReloadReport, ReloadSource, Server};
 
 /// `GET /api/v1/services`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -228,13 +228,10 @@ fn percent_decode(s: &str) -> Option<String> {
 
 /// The live server, or why not (a 404 message).
 fn find(control: &Control, svc: &str, srv: &str) -> Result<std::sync::Arc<Server>, String> {
-    let snapshot = control.snapshot.load();
-    let Some(service) = snapshot.service(svc) else {
-        return Err(format!("no service named \"{svc}\""));
-    };
-    match service.pool.servers().iter().find(|s| s.name == srv) {
-        Some(s) => Ok(std::sync::Arc::clone(s)),
-        None => Err(format!("service \"{svc}\" has no server named \"{srv}\"")),
+    match control.snapshot.load().server(svc, srv) {
+        Ok(s) => Ok(std::sync::Arc::clone(s)),
+        Err(Missing::Service) => Err(format!("no service named \"{svc}\"")),
+        Err(Missing::Server) => Err(format!("service \"{svc}\" has no server named \"{srv}\"")),
     }
 }
 

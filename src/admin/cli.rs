@@ -18,7 +18,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tracing::info;
 
 use crate::config::MAX_WEIGHT;
-use crate::runtime::{AdminState, Control, Health, Server, Service, State};
+use crate::runtime::{AdminState, Control, Health, Missing, Server, Service, State};
 
 /// A command line longer than this is refused (HAProxy's own limit is its buffer size).
 const MAX_LINE: usize = 16 * 1024;
@@ -138,13 +138,10 @@ fn with_server(control: &Control, target: &str, f: impl FnOnce(&Server) -> Strin
     let Some((backend, server)) = target.split_once('/') else {
         return "Require 'backend/server'.\n".to_string();
     };
-    let snapshot = control.snapshot.load();
-    let Some(service) = snapshot.service(backend) else {
-        return "No such backend.\n".to_string();
-    };
-    match service.pool.servers().iter().find(|s| s.name == server) {
-        Some(s) => f(s),
-        None => "No such server.\n".to_string(),
+    match control.snapshot.load().server(backend, server) {
+        Ok(s) => f(s),
+        Err(Missing::Service) => "No such backend.\n".to_string(),
+        Err(Missing::Server) => "No such server.\n".to_string(),
     }
 }
 

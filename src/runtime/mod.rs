@@ -28,7 +28,7 @@ use tracing::{info, warn};
 pub use control::{Control, ReloadSource};
 pub use drain::Tracker;
 pub use server::{AdminState, Health, ProbeResult, Server, ServerStats, State};
-pub use snapshot::{Service, Snapshot};
+pub use snapshot::{Missing, Service, Snapshot};
 pub use stats::ServiceStats;
 
 use crate::config::Config;

@@ -193,4 +193,18 @@ impl Snapshot {
     pub fn service(&self, name: &str) -> Option<&Arc<Service>> {
         self.services.iter().find(|s| s.name == name)
     }
+
+    /// Server `srv` of service `svc`, or which of the two does not exist (the admin API
+    /// and the command socket word that differently).
+    pub fn server(&self, svc: &str, srv: &str) -> Result<&Arc<Server>, Missing> {
+        let service = self.service(svc).ok_or(Missing::Service)?;
+        service.pool.servers().iter().find(|s| s.name == srv).ok_or(Missing::Server)
+    }
+}
+
+/// What [`Snapshot::server`] did not find.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Missing {
+    Service,
+    Server,
 }

@@ -781,3 +781,12 @@ pub fn field(line: &str, key: &str) -> Option<String> {
 
 /// Shared slot for a value a backend thread reports to the test.
 pub type Slot<T> = Arc<Mutex<Vec<T>>>;
+
+/// A test that needs namespaces (network or mount) and cannot have them here: skip with
+/// `why` printed, unless VIPGATE_REQUIRE_NETNS is set (CI), where that is a failure.
+pub fn skip_unless_netns_required(test: &str, why: &str) {
+    if std::env::var_os("VIPGATE_REQUIRE_NETNS").is_some() {
+        panic!("{test} cannot run (VIPGATE_REQUIRE_NETNS is set): {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+}
