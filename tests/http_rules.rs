@@ -694,3 +694,65 @@ fn too_many_headers_or_bytes_get_431() {
     assert_eq!(r.status, 431, "{}", r.text());
     assert_eq!(b.requests(), 2);
 }
+
+#[test]
+fn each_pool_keeps_its_own_check_and_disabled_servers_start_in_maintenance() {
+    // The default pool's probe (`/`) passes; the static pool's own probe (`/close`: the
+    // backend hangs up without answering) fails, so only the routed requests find no
+    // server. One server starts `disabled` and must take nothing until enabled.
+    let web = HttpBackend::start("web");
+    let off = HttpBackend::start("off");
+    let stat = HttpBackend::start("static");
+    let (api, admin) = (free_addr(), free_addr());
+    let cfg = format!(
+        r#"{}
+[admin]
+bind = "{admin}"
+
+[services.api]
+bind = "{api}"
+mode = "http"
+[[services.api.routes]]
+path_prefix = "/static"
+pool = "static"
+[services.api.check]
+kind = "http"
+path = "/"
+interval = "200ms"
+rise = 1
+fall = 1
+[services.api.pools.static.check]
+kind = "http"
+path = "/close"
+interval = "200ms"
+rise = 1
+fall = 1
+{}{}{}"#,
+        global(""),
+        server("api", "web", web.addr, ""),
+        server("api", "off", off.addr, "disabled = true"),
+        server("api", "static", stat.addr, "pool = \"static\""),
+    );
+    let v = start(&cfg, &[api]);
+    let ok = eventually(WAIT, || {
+        let r = get_host(api, "x.example", "/", "");
+        (r.status == 200).then_some(())
+    });
+    assert!(ok.is_some(), "the default pool never came up:\n{}", v.log());
+    for _ in 0..6 {
+        assert_eq!(served_by(&get_host(api, "x.example", "/", "")), "web", "a disabled server took a request");
+    }
+    let r = get_host(api, "x.example", "/static/logo.png", "");
+    assert_eq!(r.status, 503, "the static pool's own check must fail it: {}\n{}", r.text(), v.log());
+    assert!(log_lines(&v, |l| l.contains("server=off method=")).is_empty(), "a disabled server took a request");
+
+    let view = get(admin, "/api/v1/services", "");
+    let all: serde_json::Value = serde_json::from_slice(&view.body).unwrap_or_else(|e| panic!("{e}: {}", view.text()));
+    let state = |name: &str| {
+        let list = all["services"][0]["servers"].as_array().cloned().unwrap_or_default();
+        list.iter().find(|s| s["name"] == name).map(|s| s["state"].as_str().unwrap_or("").to_string())
+    };
+    assert_eq!(state("web").as_deref(), Some("up"), "{all}");
+    assert_eq!(state("off").as_deref(), Some("maint"), "{all}");
+    assert_eq!(state("static").as_deref(), Some("down"), "{all}");
+}

@@ -3,11 +3,15 @@
 //! running the very same haproxy.cfg — the translated config sends Galera sessions where
 //! HAProxy sends them: to the writer, to a backup when the writer's clustercheck says 503,
 //! back when it recovers, and (OSA's form, `http-check` without `option httpchk`) nowhere
-//! else, because HAProxy then only checks that the port accepts.
+//! else, because HAProxy then only checks that the port accepts. A public HTTPS frontend
+//! (`bind ssl crt` with a real PEM) routing on Host and path ACLs with `use_backend` sends
+//! each request to the same backend through both.
 
 mod common;
 #[path = "support/haproxy.rs"]
 mod haproxy;
+#[path = "support/http_backend.rs"]
+mod http_backend;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -18,6 +22,7 @@ use std::time::Duration;
 
 use common::*;
 use haproxy::{haproxy_bin, Haproxy};
+use http_backend::HttpBackend;
 
 fn import(cfg_text: &str, extra: &[&str]) -> std::process::Output {
     let path = temp_path("haproxy-in", "cfg");
@@ -189,4 +194,88 @@ fn output_passes_check_and_strict_refuses_what_is_lost() {
     let missing = Command::new(BIN).args(["import-haproxy", "/nonexistent/haproxy.cfg"]).output().unwrap();
     assert_eq!(missing.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read /nonexistent/haproxy.cfg"));
+}
+
+/// `curl` over TLS to `front` as `https://HOST:PORT{path}` (SNI and Host = host): the
+/// backend that answered, or what went wrong.
+fn curl_who(front: SocketAddr, host: &str, path: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "-k", "--max-time", "5", "--resolve"])
+        .arg(format!("{host}:{}:127.0.0.1", front.port()))
+        .arg(format!("https://{host}:{}{path}", front.port()))
+        .output()
+        .expect("run curl (apt-get install curl)");
+    let body = String::from_utf8_lossy(&out.stdout);
+    match body.lines().find_map(|l| l.strip_prefix("server=")) {
+        Some(name) => name.to_string(),
+        None => format!("no backend ({}): {}{}", out.status, body.trim(), String::from_utf8_lossy(&out.stderr).trim()),
+    }
+}
+
+#[test]
+fn https_frontend_routes_on_host_and_path_like_haproxy() {
+    let Some(bin) = haproxy_bin() else { return };
+    // HAProxy's PEM: certificate and key in one file, as deployers write it.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let params = rcgen::CertificateParams::new(vec!["*.example.com".into(), "example.com".into()]).unwrap();
+    let cert = params.self_signed(&key).unwrap();
+    let pem = temp_path("public", "pem");
+    std::fs::write(&pem, format!("{}{}", cert.pem(), key.serialize_pem())).unwrap();
+
+    let (web, ks, nova, acme) =
+        (HttpBackend::start("web"), HttpBackend::start("ks"), HttpBackend::start("nova"), HttpBackend::start("acme"));
+    let cfg = |bind: SocketAddr| {
+        format!(
+            "defaults\n    mode http\n    timeout connect 2s\n    timeout client 30s\n    timeout server 30s\n\n\
+             frontend public\n    bind {bind} ssl crt {pem}\n\
+             \x20   acl is_keystone hdr(host) -i keystone.example.com:{port}\n\
+             \x20   acl is_compute hdr_dom(host) -i compute.example.com\n\
+             \x20   acl acme path_beg /.well-known/acme-challenge/\n\
+             \x20   use_backend acme_back if acme\n\
+             \x20   use_backend keystone_back if is_keystone\n\
+             \x20   use_backend nova_back if is_compute {{ path_beg /v2.1 }}\n\
+             \x20   default_backend horizon_back\n\n\
+             backend horizon_back\n    option httpchk GET /auth/login/\n    server web {} check inter 200\n\n\
+             backend keystone_back\n    option httpchk GET /v3\n    server ks {} check inter 200\n\n\
+             backend nova_back\n    server nova {} check inter 200\n\n\
+             backend acme_back\n    server acme {} check inter 200\n",
+            web.addr,
+            ks.addr,
+            nova.addr,
+            acme.addr,
+            pem = pem.display(),
+            port = bind.port(),
+        )
+    };
+    let (hp, vp) = (free_addr(), free_addr());
+    let h = Haproxy::start_cfg(&bin, &cfg(hp), &[hp]);
+    let out = import(&cfg(vp), &[]);
+    assert!(out.status.success(), "import: {}", String::from_utf8_lossy(&out.stderr));
+    let toml = String::from_utf8_lossy(&out.stdout).into_owned();
+    let v = Vipgate::start(&toml, vp);
+
+    let cases = [
+        ("keystone.example.com", "/v3/auth/tokens", "ks"),
+        ("compute.example.com", "/v2.1/servers", "nova"),
+        ("api.compute.example.com", "/v2.1/flavors", "nova"),
+        ("compute.example.com", "/", "web"),
+        ("horizon.example.com", "/auth/login/", "web"),
+        ("keystone.example.com", "/.well-known/acme-challenge/token", "acme"),
+        ("example.com", "/.well-known/acme-challenge/x", "acme"),
+        ("example.com", "/.well-known/other", "web"),
+    ];
+    for (host, path, want) in cases {
+        let ok = eventually(Duration::from_secs(10), || {
+            (curl_who(hp, host, path) == want && curl_who(vp, host, path) == want).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "https://{host}{path}: HAProxy -> {}, vipgate -> {} (wanted {want})\n{toml}\nvipgate:\n{}\nhaproxy:\n{}",
+            curl_who(hp, host, path),
+            curl_who(vp, host, path),
+            v.log(),
+            h.log()
+        );
+    }
+    let _ = std::fs::remove_file(&pem);
 }

@@ -188,6 +188,7 @@ fn tiered(spec: &[(&str, u32)]) -> Vec<Arc<Server>> {
                 check_address: None,
                 cookie: None,
                 pool: None,
+                disabled: false,
             };
             Arc::new(Server::new(&cfg, None))
         })

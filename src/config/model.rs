@@ -146,6 +146,9 @@ pub struct Service {
     /// Local address for outgoing connections (traffic and probes), as HAProxy's `source`.
     pub source: Option<IpAddr>,
     pub check: Option<Check>,
+    /// `[services.NAME.pools.POOL.check]`: the servers of POOL are probed with this check
+    /// instead of `check` (HAProxy backends behind one frontend each keep their own).
+    pub pool_checks: Vec<(String, Check)>,
     /// Consecutive connect failures from real traffic that mark a server down at once
     /// (passive health); `None` = off. The probe brings the server back.
     pub observe_errors: Option<u32>,
@@ -161,6 +164,32 @@ pub struct Service {
     pub send_proxy: Option<super::http::ProxyVersion>,
     /// Clients (front balancers) that open with a PROXY protocol header.
     pub accept_proxy: Option<super::http::AcceptProxy>,
+}
+
+impl Service {
+    /// The check that probes `server`: its pool's own, else the service's; `None` =
+    /// unchecked.
+    pub fn check_for(&self, server: &Server) -> Option<&Check> {
+        server
+            .pool
+            .as_deref()
+            .and_then(|p| self.pool_checks.iter().find(|(name, _)| name == p))
+            .map(|(_, c)| c)
+            .or(self.check.as_ref())
+    }
+
+    /// Every check this service runs, with the servers each one probes (in config order).
+    pub fn checks(&self) -> Vec<(&Check, Vec<usize>)> {
+        let mut out: Vec<(&Check, Vec<usize>)> = Vec::new();
+        for (i, s) in self.servers.iter().enumerate() {
+            let Some(c) = self.check_for(s) else { continue };
+            match out.iter_mut().find(|(k, _)| std::ptr::eq(*k, c)) {
+                Some((_, list)) => list.push(i),
+                None => out.push((c, vec![i])),
+            }
+        }
+        out
+    }
 }
 
 /// What happens to a server's open connections when it is marked down.
@@ -207,6 +236,9 @@ pub struct Server {
     /// The route pool this server belongs to (`[[services.NAME.routes]]`); `None` = the
     /// service's default pool.
     pub pool: Option<String>,
+    /// Start in maintenance (HAProxy's `disabled`): no traffic, no probes counted, until
+    /// an operator enables it.
+    pub disabled: bool,
 }
 
 impl Server {

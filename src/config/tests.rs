@@ -169,3 +169,63 @@ fn line_col_counts_characters() {
     assert_eq!(super::line_col("ab\ncdé f", 8), (2, 5));
     assert_eq!(super::line_col("", 5), (1, 1));
 }
+
+const POOLS: &str = r#"
+[defaults.check]
+interval = "3s"
+
+[services.api]
+bind = "127.0.0.1:15000"
+mode = "http"
+[services.api.check]
+kind = "http"
+path = "/healthcheck"
+rise = 4
+[services.api.pools.static.check]
+kind = "tcp"
+[[services.api.routes]]
+path_prefix = "/static"
+pool = "static"
+[[services.api.servers]]
+name = "a"
+address = "127.0.0.1:1"
+[[services.api.servers]]
+name = "s"
+address = "127.0.0.1:2"
+pool = "static"
+disabled = true
+"#;
+
+#[test]
+fn a_pool_check_stands_beside_the_service_check() {
+    let c = parse(POOLS, "x").unwrap();
+    let api = &c.services[0];
+    let (a, s) = (&api.servers[0], &api.servers[1]);
+    assert!(!a.disabled && s.disabled);
+    let ca = api.check_for(a).unwrap();
+    let cs = api.check_for(s).unwrap();
+    assert!(matches!(ca.kind, CheckKind::Http(_)));
+    assert!(matches!(cs.kind, CheckKind::Tcp));
+    // The pool's check takes [defaults.check], not the service's keys.
+    assert_eq!((cs.interval, cs.rise), (Duration::from_secs(3), DEFAULT_RISE));
+    assert_eq!((ca.interval, ca.rise), (Duration::from_secs(3), 4));
+    let groups = api.checks();
+    assert_eq!(groups.iter().map(|(_, i)| i.clone()).collect::<Vec<_>>(), vec![vec![0], vec![1]]);
+}
+
+#[test]
+fn pool_check_mistakes_are_named() {
+    let p = problems(&POOLS.replace("pools.static.check", "pools.ghost.check"));
+    assert!(p.iter().any(|l| l.contains("pool \"ghost\": no server of service \"api\"")), "{p:?}");
+    let p = problems(&POOLS.replace("kind = \"tcp\"", "kind = \"tcp\"\npath = \"/x\""));
+    assert!(p.iter().any(|l| l.contains("\"path\" does not apply to check kind \"tcp\"")), "{p:?}");
+    let p = problems(&POOLS.replace(
+        "[services.api.pools.static.check]",
+        "[services.api.pools.static]\ncheck = 1\nrate = 2\n[services.api.pools.static.x]",
+    ));
+    assert!(p.iter().any(|l| l.contains("unknown key \"rate\"")), "{p:?}");
+    let p = problems(&format!("[defaults.pools.x.check]\nkind = \"tcp\"\n{}", ISSUE_EXAMPLE));
+    assert!(p.iter().any(|l| l.contains("\"pools\" belongs in a [services.NAME] section")), "{p:?}");
+    let p = problems(&POOLS.replace("disabled = true", "disabled = \"yes\""));
+    assert!(p.iter().any(|l| l.contains("disabled")), "{p:?}");
+}

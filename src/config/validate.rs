@@ -77,6 +77,8 @@ struct ServiceFields {
     keepalive_count: Option<u32>,
     source: Option<IpAddr>,
     check: Option<CheckFields>,
+    /// `[services.NAME.pools.POOL.check]`: (pool, where it is named, its check keys).
+    pool_checks: Vec<(String, Range<usize>, CheckFields)>,
     observe_errors: Option<u32>,
     on_down: Option<OnDown>,
     failback: Option<Failback>,
@@ -99,6 +101,7 @@ const SERVICE_KEYS: &[&str] = &[
     "keepalive_count",
     "source",
     "check",
+    "pools",
     "observe_errors",
     "on_down",
     "failback",
@@ -315,6 +318,10 @@ impl Validator {
                         f.check = Some(self.check_fields(ct, section));
                     }
                 }
+                "pools" if in_defaults => {
+                    self.err(key.span(), "\"pools\" belongs in a [services.NAME] section, not in [defaults]")
+                }
+                "pools" => f.pool_checks = self.pools(key, value, section),
                 "observe_errors" => f.observe_errors = self.integer(key, value, 0, 1000).map(|n| n as u32),
                 "on_down" => {
                     f.on_down = self.string(key, value).and_then(|s| match s {
@@ -418,9 +425,30 @@ impl Validator {
                 self.finish_check(&merged, name.span())
             }
         };
+        let mut pool_checks: Vec<(String, Check)> = Vec::new();
+        for (pool, span, fields) in &f.pool_checks {
+            if !servers.iter().any(|(s, _)| s.pool.as_deref() == Some(pool.as_str())) {
+                self.err(
+                    span.clone(),
+                    format!("pool \"{pool}\": no server of service \"{svc_name}\" has pool = \"{pool}\""),
+                );
+                continue;
+            }
+            // A pool's check stands on its own beside the service's: only
+            // [defaults.check] fills in the keys it leaves out.
+            let merged = defaults.check.clone().unwrap_or_default().merged(fields);
+            if let Some(c) = self.finish_check(&merged, span.clone()) {
+                pool_checks.push((pool.clone(), c));
+            }
+        }
         let balance = f.balance.or(defaults.balance).unwrap_or(BalanceKind::RoundRobin);
         let observe_errors = f.observe_errors.or(defaults.observe_errors).filter(|&n| n > 0);
-        if observe_errors.is_some() && check.is_none() && f.check.is_none() && defaults.check.is_none() {
+        if observe_errors.is_some()
+            && check.is_none()
+            && f.check.is_none()
+            && defaults.check.is_none()
+            && f.pool_checks.is_empty()
+        {
             self.err(
                 name.span(),
                 format!(
@@ -480,6 +508,7 @@ impl Validator {
             keepalive,
             source: f.source.or(defaults.source),
             check,
+            pool_checks,
             observe_errors,
             on_down: f.on_down.or(defaults.on_down).unwrap_or(default_on_down),
             failback: f.failback.or(defaults.failback).unwrap_or(Failback::Immediate),
@@ -491,6 +520,31 @@ impl Validator {
         };
         let spans = if f.bind_spans.is_empty() { vec![name.span(); svc.binds.len()] } else { f.bind_spans };
         Some((svc, spans))
+    }
+
+    /// `pools = { POOL = { check = { ... } } }`, written `[services.NAME.pools.POOL.check]`.
+    fn pools(&mut self, key: &Key<'_>, value: &Val<'_>, section: &str) -> Vec<(String, Range<usize>, CheckFields)> {
+        let Some(t) = self.table(key, value) else { return Vec::new() };
+        let mut out = Vec::new();
+        for (pool, body) in t.iter() {
+            let name = pool.get_ref().as_ref().to_string();
+            let Some(bt) = self.table(pool, body) else { continue };
+            let mut fields = None;
+            for (k, v) in bt.iter() {
+                match k.get_ref().as_ref() {
+                    "check" => {
+                        if let Some(ct) = self.table(k, v) {
+                            fields = Some(self.check_fields(ct, &format!("{section}.pools.{name}.check")));
+                        }
+                    }
+                    _ => self.unknown(k, &format!("{section}.pools.{name}"), &["check"]),
+                }
+            }
+            if let Some(f) = fields {
+                out.push((name, pool.span(), f));
+            }
+        }
+        out
     }
 
     fn servers(&mut self, key: &Key<'_>, value: &Val<'_>) -> Vec<(Server, Range<usize>)> {
@@ -513,9 +567,21 @@ impl Validator {
     }
 
     fn server(&mut self, t: &DeTable<'_>, span: Range<usize>) -> Option<Server> {
-        const KEYS: &[&str] =
-            &["name", "address", "weight", "backup", "tier", "source", "check_port", "check_address", "cookie", "pool"];
+        const KEYS: &[&str] = &[
+            "name",
+            "address",
+            "weight",
+            "backup",
+            "tier",
+            "source",
+            "check_port",
+            "check_address",
+            "cookie",
+            "pool",
+            "disabled",
+        ];
         let (mut name, mut address, mut weight, mut source) = (None, None, 1, None);
+        let mut disabled = false;
         let (mut cookie, mut pool) = (None, None);
         let (mut backup, mut tier, mut check_port, mut check_address) = (None, None, None, None);
         let mut ok = true;
@@ -553,6 +619,7 @@ impl Validator {
                     }
                 }
                 "pool" => pool = self.string(key, value).map(str::to_string),
+                "disabled" => disabled = self.boolean(key, value).unwrap_or(false),
                 _ => self.unknown(key, "a server", KEYS),
             }
         }
@@ -575,7 +642,19 @@ impl Validator {
             }
             return None;
         };
-        ok.then_some(Server { name, address, host, weight, tier, source, check_port, check_address, cookie, pool })
+        ok.then_some(Server {
+            name,
+            address,
+            host,
+            weight,
+            tier,
+            source,
+            check_port,
+            check_address,
+            cookie,
+            pool,
+            disabled,
+        })
     }
 
     fn binds(&mut self, key: &Key<'_>, value: &Val<'_>) -> (Vec<SocketAddr>, Vec<Range<usize>>) {

@@ -5,6 +5,7 @@
 //! its line number and why; none is dropped silently.
 
 mod parse;
+mod routes;
 mod translate;
 
 pub use parse::{parse, Line, Section, SectionKind};

@@ -302,3 +302,124 @@ fn durations_follow_haproxy_units() {
     assert_eq!(duration("1500us").as_deref(), Some("2ms"));
     assert_eq!(duration("5x"), None);
 }
+
+#[test]
+fn use_backend_on_host_and_path_acls_becomes_routes_with_pool_checks() {
+    let text = "
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 1m
+    timeout server 1m
+
+frontend public
+    bind 192.0.2.10:80
+    acl is_keystone hdr(host) -i keystone.example.com
+    acl is_compute hdr_dom(host) -i compute.example.com
+    acl acme path_beg /.well-known/acme-challenge/
+    use_backend acme_back if acme
+    use_backend keystone_back if is_keystone
+    use_backend nova_back if is_compute { path_beg /v2.1 } or { hdr_end(host) -i .nova.example.com }
+    default_backend horizon_back
+
+backend horizon_back
+    option httpchk GET /auth/login/
+    server ctl1 192.0.2.11:80 check inter 2000 rise 2 fall 5
+    server ctl2 192.0.2.12:80 check inter 2000 rise 2 fall 5
+
+backend keystone_back
+    option httpchk GET /v3
+    server ctl1 192.0.2.11:5000 check inter 2000 rise 2 fall 5
+    server ctl2 192.0.2.12:5000 check inter 2000 rise 2 fall 5 disabled
+
+backend nova_back
+    server nova1 192.0.2.11:8774 check port 8775
+
+backend acme_back
+    server acme 127.0.0.1:8888
+";
+    let imported = import(text);
+    let c = load(&imported);
+    assert_eq!(c.services.len(), 1, "one service for the frontend: {}", imported.toml);
+    let s = service(&c, "horizon_back");
+    let http = s.http.as_ref().unwrap();
+    let routes: Vec<(Option<&str>, Option<&str>, &str)> =
+        http.routes.iter().map(|r| (r.host.as_deref(), r.path_prefix.as_deref(), r.pool.as_str())).collect();
+    assert_eq!(
+        routes,
+        vec![
+            (None, Some("/.well-known/acme-challenge/"), "acme_back"),
+            (Some("keystone.example.com"), None, "keystone_back"),
+            (Some("compute.example.com"), Some("/v2.1"), "nova_back"),
+            (Some("*.compute.example.com"), Some("/v2.1"), "nova_back"),
+            (Some("*.nova.example.com"), None, "nova_back"),
+        ]
+    );
+    let names: Vec<(&str, Option<&str>, bool)> =
+        s.servers.iter().map(|v| (v.name.as_str(), v.pool.as_deref(), v.disabled)).collect();
+    assert_eq!(
+        names,
+        vec![
+            ("ctl1", None, false),
+            ("ctl2", None, false),
+            ("acme", Some("acme_back"), false),
+            ("keystone_back-ctl1", Some("keystone_back"), false),
+            ("keystone_back-ctl2", Some("keystone_back"), true),
+            ("nova1", Some("nova_back"), false),
+        ]
+    );
+    // Each backend keeps its own probe.
+    let path = |srv: usize| match &s.check_for(&s.servers[srv]).expect("checked").kind {
+        CheckKind::Http(h) => h.path.clone(),
+        other => format!("{other:?}"),
+    };
+    assert_eq!(path(0), "/auth/login/");
+    assert_eq!(path(3), "/v3");
+    assert!(matches!(s.check_for(&s.servers[5]).unwrap().kind, CheckKind::Tcp));
+    assert_eq!(s.check_for(&s.servers[5]).unwrap().port, Some(8775));
+    // acme_back has no check in HAProxy: vipgate would probe it with horizon's, and says so.
+    let why =
+        |line: usize| imported.untranslated().filter(|r| r.line == line).map(|r| r.why.clone()).collect::<Vec<_>>();
+    assert!(why(31).iter().any(|w| w.contains("no check")), "{:?}", imported.reports);
+    assert!(why(25).iter().any(|w| w.contains("renamed keystone_back-ctl1")), "{:?}", imported.reports);
+}
+
+#[test]
+fn use_backend_forms_a_route_cannot_say_are_reported() {
+    let text = "
+frontend f
+    mode http
+    bind 127.0.0.1:8080
+    acl api path_reg ^/v[0-9]+
+    acl ks hdr(host) -i keystone
+    use_backend b if !ks
+    use_backend b if api
+    use_backend %[req.hdr(host),lower,map(/etc/haproxy/hosts.map)]
+    use_backend b unless ks
+    use_backend a if ks
+    use_backend b if { path_beg -i /Static }
+    use_backend b if ks
+    default_backend a
+
+backend a
+    mode http
+    server a1 127.0.0.1:9001
+
+backend b
+    mode http
+    balance leastconn
+    server b1 127.0.0.1:9002
+";
+    let imported = import(text);
+    let lost: Vec<usize> = imported.untranslated().map(|r| r.line).collect();
+    // 5: path_reg; 7: negation; 8: an acl that is not translated; 9: a map; 10: unless;
+    // 11: to the default backend ahead of a later rule; 12: -i on a path; 20: leastconn
+    // differs from backend a's roundrobin.
+    for line in [5, 7, 8, 9, 10, 11, 12, 20] {
+        assert!(lost.contains(&line), "line {line} not reported: {:#?}", imported.reports);
+    }
+    let c = load(&imported);
+    let routes = &service(&c, "a").http.as_ref().unwrap().routes;
+    assert_eq!(routes.len(), 1, "{}", imported.toml);
+    assert_eq!((routes[0].host.as_deref(), routes[0].pool.as_str()), (Some("keystone"), "b"));
+}

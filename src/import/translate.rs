@@ -9,6 +9,7 @@
 use std::fmt::Write as _;
 
 use super::parse::{Line, Section, SectionKind};
+use super::routes::{Acls, Remark, UseBackend};
 use super::{Imported, Report};
 
 /// `http-check send meth M uri U hdr N V...`: method, URI, headers.
@@ -60,6 +61,7 @@ struct ServerLine {
     ssl: bool,
     verify_none: bool,
     ca_file: Option<String>,
+    disabled: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -74,6 +76,8 @@ struct Proxy {
     accept_proxy: bool,
     servers: Vec<ServerLine>,
     default_backend: Option<String>,
+    /// `use_backend ... if ...` rules that became routes, in order.
+    use_backends: Vec<UseBackend>,
     stick_on_dst: bool,
     redirect_https: bool,
     cookie: Option<String>,
@@ -97,6 +101,16 @@ impl Ctx {
 
     fn lost_at(&mut self, number: usize, directive: &str, why: impl Into<String>) {
         self.reports.push(Report { line: number, directive: directive.into(), why: why.into(), handled: false });
+    }
+
+    fn remarks(&mut self, line: &Line, remarks: Vec<Remark>) {
+        for (handled, why) in remarks {
+            if handled {
+                self.note(line, why);
+            } else {
+                self.lost(line, why);
+            }
+        }
     }
 }
 
@@ -365,6 +379,7 @@ fn proxy(section: &Section, defaults: &Settings, ctx: &mut Ctx) -> Proxy {
         }
     }
     let mut stick_table = false;
+    let mut acls = Acls::default();
     for line in &section.lines {
         if settings_line(&mut p.settings, line, ctx) {
             continue;
@@ -385,8 +400,18 @@ fn proxy(section: &Section, defaults: &Settings, ctx: &mut Ctx) -> Proxy {
                 ctx.lost(line, "default-server is not translated: put the options on each server")
             }
             ["default_backend", b] => p.default_backend = Some(b.to_string()),
+            ["acl", ..] => {
+                let mut remarks = Vec::new();
+                acls.declare(line, &mut remarks);
+                ctx.remarks(line, remarks);
+            }
             ["use_backend", ..] => {
-                ctx.lost(line, "use_backend rules are not translated; write [[services.NAME.routes]] by hand")
+                let mut remarks = Vec::new();
+                match acls.use_backend(line, &mut remarks) {
+                    Ok(u) => p.use_backends.push(u),
+                    Err(why) => ctx.lost(line, why),
+                }
+                ctx.remarks(line, remarks);
             }
             ["stick-table", ..] => stick_table = true,
             ["stick", "on", "dst", ..] => p.stick_on_dst = true,
@@ -511,9 +536,10 @@ fn server(line: &Line, name: &str, address: &str, opts: &[&str], ctx: &mut Ctx) 
                 step = 1;
             }
             "disabled" => {
-                ctx.lost(line, format!("server {name} starts ready in vipgate: disable it after start (disable server SVC/{name} on the admin socket)"));
+                s.disabled = true;
                 step = 1;
             }
+            "enabled" => step = 1,
             "maxconn" | "minconn" | "maxqueue" | "slowstart" => {
                 ctx.lost(line, format!("server option {} has no vipgate equivalent", opts[i]))
             }
@@ -581,10 +607,15 @@ fn emit(proxies: &[Proxy], workers: Option<u32>, admin: &Admin, ctx: &mut Ctx) -
         }
     }
     let frontends: Vec<&Proxy> = proxies.iter().filter(|p| p.is_frontend).collect();
+    let routed = |name: &str| proxies.iter().flat_map(|p| p.use_backends.iter()).any(|u| u.backend == name);
     for p in proxies.iter().filter(|p| !p.is_frontend) {
         // A listen carries its own binds; a backend takes its frontends'.
         let fronts: Vec<&Proxy> =
             frontends.iter().copied().filter(|f| f.default_backend.as_deref() == Some(p.name.as_str())).collect();
+        if p.binds.is_empty() && fronts.is_empty() && routed(&p.name) {
+            // Its servers join the services whose routes name it (a pool each).
+            continue;
+        }
         if p.binds.is_empty() && fronts.is_empty() {
             ctx.lost_at(
                 p.line,
@@ -593,12 +624,18 @@ fn emit(proxies: &[Proxy], workers: Option<u32>, admin: &Admin, ctx: &mut Ctx) -
             );
             continue;
         }
-        service(&mut out, p, &fronts, ctx);
+        service(&mut out, p, &fronts, proxies, ctx);
     }
     for f in &frontends {
         if f.default_backend.is_none() {
-            if f.settings.mode.as_deref() == Some("http") && f.redirect_https {
-                service(&mut out, f, &[], ctx);
+            if !f.use_backends.is_empty() {
+                ctx.lost_at(
+                    f.line,
+                    &format!("frontend {}", f.name),
+                    "use_backend without a default_backend is not translated: skipped",
+                );
+            } else if f.settings.mode.as_deref() == Some("http") && f.redirect_https {
+                service(&mut out, f, &[], proxies, ctx);
             } else {
                 ctx.lost_at(f.line, &format!("frontend {}", f.name), "no default_backend: skipped");
             }
@@ -609,7 +646,7 @@ fn emit(proxies: &[Proxy], workers: Option<u32>, admin: &Admin, ctx: &mut Ctx) -
     out
 }
 
-fn service(out: &mut String, p: &Proxy, fronts: &[&Proxy], ctx: &mut Ctx) {
+fn service(out: &mut String, p: &Proxy, fronts: &[&Proxy], all: &[Proxy], ctx: &mut Ctx) {
     // Client side from the frontend (the first, if several), server side from p.
     let client = fronts.first().copied().unwrap_or(p);
     // Both sections' rules, each once (a listen is both).
@@ -729,11 +766,135 @@ fn service(out: &mut String, p: &Proxy, fronts: &[&Proxy], ctx: &mut Ctx) {
             ctx.lost_at(p.line, &p.name, "http options in a tcp-mode proxy are ignored, as HAProxy ignores them");
         }
     }
-    check(out, p, http, ctx);
-    servers(out, p, ctx);
+    let table = format!("services.{}", key(&p.name));
+    check(out, &format!("{table}.check"), p, http, ctx);
+    let mut names: Vec<String> = Vec::new();
+    servers(out, &table, p, None, &mut names, ctx);
+    routes(out, &table, p, &sides, all, http, &mut names, ctx);
 }
 
-fn check(out: &mut String, p: &Proxy, http: bool, ctx: &mut Ctx) {
+/// The `use_backend` rules of the client side: each routed backend's servers join this
+/// service as a pool named after the backend, with its own check, and the rules become
+/// routes in their order.
+#[allow(clippy::too_many_arguments)]
+fn routes(
+    out: &mut String,
+    table: &str,
+    p: &Proxy,
+    sides: &[&Proxy],
+    all: &[Proxy],
+    http: bool,
+    names: &mut Vec<String>,
+    ctx: &mut Ctx,
+) {
+    let rules: Vec<&UseBackend> = sides.iter().flat_map(|x| x.use_backends.iter()).collect();
+    if rules.is_empty() {
+        return;
+    }
+    if !http {
+        for r in &rules {
+            ctx.lost_at(r.line, &format!("use_backend {}", r.backend), "routes need mode http: not translated");
+        }
+        return;
+    }
+    let mut pools: Vec<&Proxy> = Vec::new();
+    let mut kept: Vec<&UseBackend> = Vec::new();
+    for (i, r) in rules.iter().enumerate() {
+        if r.backend == p.name {
+            // Routed to the default backend itself: what no route does anyway, unless a
+            // later rule would then win for the same requests.
+            if rules[i + 1..].iter().any(|later| later.backend != p.name) {
+                ctx.lost_at(
+                    r.line,
+                    &format!("use_backend {}", r.backend),
+                    "a route to the default backend ahead of other rules is not translated: vipgate routes only to pools",
+                );
+            }
+            continue;
+        }
+        match all.iter().find(|b| !b.is_frontend && b.name == r.backend) {
+            Some(b) if b.servers.is_empty() => ctx.lost_at(
+                r.line,
+                &format!("use_backend {}", r.backend),
+                "that backend has no servers: not translated",
+            ),
+            Some(b) => {
+                if !pools.iter().any(|x| std::ptr::eq(*x, b)) {
+                    pools.push(b);
+                }
+                kept.push(r);
+            }
+            None => ctx.lost_at(r.line, &format!("use_backend {}", r.backend), "no such backend: not translated"),
+        }
+    }
+    for b in &pools {
+        differences(p, b, ctx);
+        let pool_table = format!("{table}.pools.{}", key(&b.name));
+        if !b.servers.iter().any(|s| s.check) && p.servers.iter().any(|s| s.check) {
+            ctx.lost_at(
+                b.line,
+                &format!("backend {}", b.name),
+                format!("its servers have no check: vipgate probes them with backend {}'s", p.name),
+            );
+        }
+        check(out, &format!("{pool_table}.check"), b, http, ctx);
+        servers(out, table, b, Some(&b.name), names, ctx);
+    }
+    for r in kept {
+        for spec in &r.routes {
+            let _ = writeln!(out, "[[{table}.routes]]");
+            if let Some(h) = &spec.host {
+                let _ = writeln!(out, "host = {}", q(h));
+            }
+            if let Some(pfx) = &spec.path_prefix {
+                let _ = writeln!(out, "path_prefix = {}", q(pfx));
+            }
+            let _ = writeln!(out, "pool = {}", q(&r.backend));
+        }
+    }
+}
+
+/// Server-side settings of a routed backend that the service's (the default backend's)
+/// replace, each reported.
+fn differences(main: &Proxy, b: &Proxy, ctx: &mut Ctx) {
+    let (m, o) = (&main.settings, &b.settings);
+    let mut diff: Vec<&str> = Vec::new();
+    if m.balance.as_deref().unwrap_or("roundrobin") != o.balance.as_deref().unwrap_or("roundrobin") {
+        diff.push("balance");
+    }
+    if m.connect != o.connect {
+        diff.push("timeout connect");
+    }
+    if m.server != o.server {
+        diff.push("timeout server");
+    }
+    if m.retries != o.retries {
+        diff.push("retries");
+    }
+    if main.cookie != b.cookie {
+        diff.push("cookie");
+    }
+    if main.servers.iter().any(|s| s.ssl) != b.servers.iter().any(|s| s.ssl) {
+        diff.push("ssl to servers");
+    }
+    if main.servers.first().map(|s| s.send_proxy) != b.servers.first().map(|s| s.send_proxy) {
+        diff.push("send-proxy");
+    }
+    if !diff.is_empty() {
+        ctx.lost_at(
+            b.line,
+            &format!("backend {}", b.name),
+            format!(
+                "routed from backend {}'s service: its {} differ, and vipgate applies {}'s to every pool",
+                main.name,
+                diff.join(", "),
+                main.name
+            ),
+        );
+    }
+}
+
+fn check(out: &mut String, header: &str, p: &Proxy, http: bool, ctx: &mut Ctx) {
     let checked: Vec<&ServerLine> = p.servers.iter().filter(|s| s.check).collect();
     let Some(first) = checked.first() else { return };
     let s = &p.settings;
@@ -746,7 +907,7 @@ fn check(out: &mut String, p: &Proxy, http: bool, ctx: &mut Ctx) {
             );
         }
     }
-    let _ = writeln!(out, "[services.{}.check]", key(&p.name));
+    let _ = writeln!(out, "[{header}]");
     let mut http_check_used = false;
     if let Some(user) = &s.mysql_check {
         let _ = writeln!(out, "kind = \"mysql\"");
@@ -825,7 +986,9 @@ fn check(out: &mut String, p: &Proxy, http: bool, ctx: &mut Ctx) {
     }
 }
 
-fn servers(out: &mut String, p: &Proxy, ctx: &mut Ctx) {
+/// The servers of `p`, tagged `pool` when they join another backend's service; a name
+/// already in `names` (the service's servers so far) is prefixed with the backend's.
+fn servers(out: &mut String, table: &str, p: &Proxy, pool: Option<&str>, names: &mut Vec<String>, ctx: &mut Ctx) {
     let checked_ports: Vec<Option<u16>> = p.servers.iter().filter(|s| s.check).map(|s| s.port).collect();
     let uniform_port = checked_ports.first().is_some_and(|f| f.is_some() && checked_ports.iter().all(|x| x == f));
     // vipgate needs one active server; TripleO marks every Galera server backup and
@@ -842,8 +1005,18 @@ fn servers(out: &mut String, p: &Proxy, ctx: &mut Ctx) {
         );
     }
     for (i, s) in p.servers.iter().enumerate() {
-        let _ = writeln!(out, "[[services.{}.servers]]", key(&p.name));
-        let _ = writeln!(out, "name = {}", q(&s.name));
+        let _ = writeln!(out, "[[{table}.servers]]");
+        let mut name = s.name.clone();
+        if names.contains(&name) {
+            name = format!("{}-{}", p.name, s.name);
+            ctx.lost_at(
+                s.line,
+                &format!("server {}", s.name),
+                format!("renamed {name}: another server of the service has its name (admin socket and API use the new name)"),
+            );
+        }
+        names.push(name.clone());
+        let _ = writeln!(out, "name = {}", q(&name));
         let addr = if s.address.starts_with(':') || s.address.rsplit_once(':').is_none() {
             ctx.lost_at(s.line, &format!("server {}", s.name), "an address without a port is not translated");
             s.address.clone()
@@ -867,6 +1040,12 @@ fn servers(out: &mut String, p: &Proxy, ctx: &mut Ctx) {
         }
         if let Some(c) = &s.cookie {
             let _ = writeln!(out, "cookie = {}", q(c));
+        }
+        if let Some(pool) = pool {
+            let _ = writeln!(out, "pool = {}", q(pool));
+        }
+        if s.disabled {
+            let _ = writeln!(out, "disabled = true");
         }
     }
 }

@@ -212,8 +212,10 @@ fn spawn_all_checks(
     let mut set = CheckSet { tasks: Vec::new(), stop, longest: Duration::ZERO };
     let mut first_rounds = Vec::new();
     for (svc_cfg, svc) in config.services.iter().zip(snapshot.services.iter()) {
-        if let Some(check) = &svc_cfg.check {
-            let checks = match health::spawn_checks(&svc.name, check, svc.on_down, svc.pool.servers(), &stop_rx) {
+        for (check, indexes) in svc_cfg.checks() {
+            let servers: Vec<Arc<Server>> =
+                indexes.iter().filter_map(|&i| svc.pool.servers().get(i).cloned()).collect();
+            let checks = match health::spawn_checks(&svc.name, check, svc.on_down, &servers, &stop_rx) {
                 Ok(c) => c,
                 Err(message) => {
                     // Nothing has probed yet: these may simply end.

@@ -91,6 +91,8 @@ pub struct Server {
     weight: AtomicU32,
     /// The weight the config gave (a reload that leaves it alone keeps the operator's).
     config_weight: AtomicU32,
+    /// The config's `disabled` (a reload that leaves it alone keeps the operator's state).
+    config_disabled: AtomicBool,
     /// Priority tier: 0 = active, 1 = backup, ...
     pub tier: u32,
     /// Local address for outgoing connections (server's own, else the service's).
@@ -140,6 +142,7 @@ impl Server {
             host: cfg.host.clone(),
             weight: AtomicU32::new(cfg.weight),
             config_weight: AtomicU32::new(cfg.weight),
+            config_disabled: AtomicBool::new(cfg.disabled),
             tier: cfg.tier,
             source: cfg.source.or(service_source),
             check_port: cfg.check_port,
@@ -147,7 +150,7 @@ impl Server {
             hash_key: server_key(&cfg.name),
             up: AtomicBool::new(true),
             health: AtomicU8::new(Health::Unchecked as u8),
-            admin: AtomicU8::new(AdminState::Ready as u8),
+            admin: AtomicU8::new(if cfg.disabled { AdminState::Maint } else { AdminState::Ready } as u8),
             active: AtomicU32::new(0),
             connect_errors: AtomicU32::new(0),
             passive_down: AtomicBool::new(false),
@@ -171,6 +174,7 @@ impl Server {
             check_address: None,
             cookie: None,
             pool: None,
+            disabled: false,
         };
         Server::new(&cfg, None)
     }
@@ -233,6 +237,16 @@ impl Server {
 
     pub fn set_admin(&self, state: AdminState) {
         self.admin.store(state as u8, Relaxed);
+    }
+
+    pub fn config_disabled(&self) -> bool {
+        self.config_disabled.load(Relaxed)
+    }
+
+    /// A reload changed the config's `disabled`: it replaces the operator's state.
+    pub(crate) fn set_config_disabled(&self, disabled: bool) {
+        self.config_disabled.store(disabled, Relaxed);
+        self.set_admin(if disabled { AdminState::Maint } else { AdminState::Ready });
     }
 
     pub fn state(&self) -> State {

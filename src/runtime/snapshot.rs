@@ -59,7 +59,10 @@ impl Service {
                         if b.config_weight() != s.weight {
                             pending.push(Pending::ConfigWeight(Arc::clone(b), s.weight));
                         }
-                        if cfg.check.is_none() {
+                        if b.config_disabled() != s.disabled {
+                            pending.push(Pending::ConfigDisabled(Arc::clone(b), s.disabled));
+                        }
+                        if cfg.check_for(s).is_none() {
                             pending.push(Pending::Unchecked(Arc::clone(b)));
                         }
                         Arc::clone(b)
@@ -68,10 +71,13 @@ impl Service {
                         // Not live yet: settle it here.
                         let server = Server::new(s, cfg.source);
                         server.carry_from(b);
+                        if b.config_disabled() != s.disabled {
+                            server.set_config_disabled(s.disabled);
+                        }
                         if b.config_weight() == s.weight {
                             server.set_weight(b.weight());
                         }
-                        if cfg.check.is_none() {
+                        if cfg.check_for(s).is_none() {
                             server.reset_unchecked();
                         }
                         Arc::new(server)
@@ -79,9 +85,10 @@ impl Service {
                     None => {
                         let server = Server::new(s, cfg.source);
                         // A checked server takes no traffic until its first probe says so.
-                        if cfg.check.is_some() {
+                        if cfg.check_for(s).is_some() {
                             server.hold_until_checked();
                         }
+
                         Arc::new(server)
                     }
                 }
@@ -134,6 +141,8 @@ pub enum Pending {
     ConfigWeight(Arc<Server>, u32),
     /// The service no longer has a check: the server serves, as any unchecked one.
     Unchecked(Arc<Server>),
+    /// The config's `disabled` changed: maintenance on or off.
+    ConfigDisabled(Arc<Server>, bool),
 }
 
 /// All services, in config order, and which service each bind feeds: one load of the
@@ -181,6 +190,7 @@ impl Snapshot {
             match p {
                 Pending::ConfigWeight(server, w) => server.set_config_weight(w),
                 Pending::Unchecked(server) => server.reset_unchecked(),
+                Pending::ConfigDisabled(server, d) => server.set_config_disabled(d),
             }
         }
     }
