@@ -79,6 +79,24 @@ const FAMILIES: &[(&str, MetricType, &[&str], &str)] = &[
     ),
     ("vipgate_service_servers_up", GAUGE, SERVICE, "Servers of the service that take new connections now."),
     (
+        "vipgate_service_queue_timeouts_total",
+        COUNTER,
+        SERVICE,
+        "Connections (tcp) or requests (http) refused after queue_timeout with every server at its maxconn.",
+    ),
+    (
+        "vipgate_service_maxconn_reached_total",
+        COUNTER,
+        SERVICE,
+        "Times the service's listeners paused accepting because it reached its maxconn.",
+    ),
+    (
+        "vipgate_service_accept_errors_total",
+        COUNTER,
+        SERVICE,
+        "accept() failures other than a client gone (out of file descriptors or memory); each backs off.",
+    ),
+    (
         "vipgate_http_responses_total",
         COUNTER,
         &["service", "mode", "class"],
@@ -189,6 +207,9 @@ impl Collector for SnapshotCollector {
             out.add("vipgate_service_connections_total", &l, load(&st.connections_total));
             out.add("vipgate_service_retries_total", &l, load(&st.retries));
             out.add("vipgate_service_servers_up", &l, f64::from(up));
+            out.add("vipgate_service_queue_timeouts_total", &l, load(&st.queue_timeouts));
+            out.add("vipgate_service_maxconn_reached_total", &l, load(&st.maxconn_reached));
+            out.add("vipgate_service_accept_errors_total", &l, load(&st.accept_errors));
             if svc.mode == Mode::Http {
                 // Every class, zeros included: rate() needs the series before the first 5xx.
                 for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().zip(&st.responses) {

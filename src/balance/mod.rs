@@ -13,6 +13,10 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::time::Instant;
 
 use crate::config::{BalanceKind, Failback};
 use crate::runtime::Server;
@@ -58,11 +62,29 @@ pub struct Pool {
     /// Last server chosen (`first`) and last tier chosen, for failback.
     current_server: AtomicUsize,
     current_tier: AtomicUsize,
+    /// Woken when a lease on a server with a `maxconn` ends: a slot may be free.
+    room: Arc<Notify>,
 }
+
+/// Why no server was chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoPick {
+    /// No server may take traffic (down, maintenance, weight 0, or all tried).
+    NoServer,
+    /// The servers that would take it are at their `maxconn`.
+    Full,
+}
+
+/// Between wakeups, a queued client looks again this often: a server coming up, a
+/// weight or `maxconn` change, or a slot freed by a lease of another pool announce
+/// nothing.
+const QUEUE_RECHECK: Duration = Duration::from_millis(100);
 
 /// A server chosen for one connection; counts as active until dropped.
 pub struct Lease {
     server: Arc<Server>,
+    /// Set when the server has a `maxconn`: the end of this lease frees a slot.
+    room: Option<Arc<Notify>>,
 }
 
 impl Lease {
@@ -74,6 +96,9 @@ impl Lease {
 impl Drop for Lease {
     fn drop(&mut self) {
         self.server.release();
+        if let Some(room) = &self.room {
+            room.notify_one();
+        }
     }
 }
 
@@ -106,6 +131,7 @@ impl Pool {
             single: kind == BalanceKind::First,
             current_server: AtomicUsize::new(NONE),
             current_tier: AtomicUsize::new(NONE),
+            room: Arc::new(Notify::new()),
         }
     }
 
@@ -131,7 +157,14 @@ impl Pool {
     /// not available to this connection, so a retry moves on at once, to the next tier if
     /// need be: a stopped primary sends clients to the backup before its probe notices.
     pub fn pick(&self, client: IpAddr, tried: &Tried) -> Option<Lease> {
-        let best = self.best_tier(tried)?;
+        self.try_pick(client, tried).ok()
+    }
+
+    /// As [`Pool::pick`], telling apart "no server" from "every candidate is at its
+    /// `maxconn`". A full tier never sends traffic to the next one: backups are for
+    /// failures, not for load (as HAProxy queues rather than spilling to backups).
+    pub fn try_pick(&self, client: IpAddr, tried: &Tried) -> Result<Lease, NoPick> {
+        let best = self.best_tier(tried).ok_or(NoPick::NoServer)?;
         let never = self.policy.failback == Failback::Never;
         // `first` with failback = never: the current writer keeps everything while it is
         // available; when it fails, the best available server takes over.
@@ -155,18 +188,49 @@ impl Pool {
         };
         let index = match sticky {
             Some(i) => i,
-            None if tier > 0 && !self.policy.all_backups => {
-                (0..self.servers.len()).find(|&i| self.servers[i].tier == tier && self.available(i, tried))?
-            }
+            None if tier > 0 && !self.policy.all_backups => (0..self.servers.len())
+                .find(|&i| self.servers[i].tier == tier && self.available(i, tried))
+                .ok_or(NoPick::NoServer)?,
             None => {
-                let eligible = |i: usize| self.servers[i].tier == tier && self.available(i, tried);
-                self.balancer.pick(&self.servers, &eligible, client)?
+                let eligible =
+                    |i: usize| self.servers[i].tier == tier && self.available(i, tried) && self.servers[i].has_room();
+                self.balancer.pick(&self.servers, &eligible, client).ok_or(NoPick::Full)?
             }
         };
+        // One writer (sticky or a lone backup) is waited for, never replaced, when full.
+        let lease = self.lease(index).ok_or(NoPick::Full)?;
         self.note_choice(index, tier);
+        Ok(lease)
+    }
+
+    /// [`Pool::try_pick`], waiting up to `wait` for a slot while the candidates are full.
+    /// `Err(Full)`: the wait ran out.
+    pub async fn pick_queued(&self, client: IpAddr, tried: &Tried, wait: Duration) -> Result<Lease, NoPick> {
+        let deadline = Instant::now() + wait;
+        loop {
+            match self.try_pick(client, tried) {
+                Err(NoPick::Full) => {}
+                done => return done,
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(NoPick::Full);
+            }
+            tokio::select! {
+                _ = self.room.notified() => {}
+                _ = tokio::time::sleep_until(deadline.min(now + QUEUE_RECHECK)) => {}
+            }
+        }
+    }
+
+    /// A slot on `servers[index]`; None when it is at its `maxconn`.
+    fn lease(&self, index: usize) -> Option<Lease> {
         let server = Arc::clone(&self.servers[index]);
-        server.acquire();
-        Some(Lease { server })
+        if !server.try_acquire() {
+            return None;
+        }
+        let room = (server.maxconn() > 0).then(|| Arc::clone(&self.room));
+        Some(Lease { server, room })
     }
 
     /// Remember what was chosen; on a failback with `drain`, close the sessions left on the
@@ -179,9 +243,7 @@ impl Pool {
         if !self.available(index, tried) {
             return None;
         }
-        let server = Arc::clone(&self.servers[index]);
-        server.acquire();
-        Some(Lease { server })
+        self.lease(index)
     }
 
     /// Take over `old`'s current server and tier (by server name) across a reload, so

@@ -189,6 +189,7 @@ fn tiered(spec: &[(&str, u32)]) -> Vec<Arc<Server>> {
                 cookie: None,
                 pool: None,
                 disabled: false,
+                maxconn: 0,
             };
             Arc::new(Server::new(&cfg, None))
         })

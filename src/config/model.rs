@@ -142,6 +142,12 @@ pub struct Service {
     pub server_timeout: Option<Duration>,
     /// Further connect attempts, each on another server, before the client is closed.
     pub retries: u32,
+    /// Client connections open at once; beyond it the listeners stop accepting (clients
+    /// wait in the kernel's backlog). `None` = no limit.
+    pub maxconn: Option<u32>,
+    /// How long a connection (tcp) or request (http) waits for a server below its
+    /// `maxconn` before it is refused (closed, or 503).
+    pub queue_timeout: Duration,
     pub keepalive: Keepalive,
     /// Local address for outgoing connections (traffic and probes), as HAProxy's `source`.
     pub source: Option<IpAddr>,
@@ -236,6 +242,9 @@ pub struct Server {
     /// The route pool this server belongs to (`[[services.NAME.routes]]`); `None` = the
     /// service's default pool.
     pub pool: Option<String>,
+    /// Connections (tcp) or requests (http) at once; more wait in the service's queue.
+    /// 0 = no limit.
+    pub maxconn: u32,
     /// Start in maintenance (HAProxy's `disabled`): no traffic, no probes counted, until
     /// an operator enables it.
     pub disabled: bool,

@@ -71,6 +71,8 @@ struct ServiceFields {
     client_timeout: Option<Option<Duration>>,
     server_timeout: Option<Option<Duration>>,
     retries: Option<u32>,
+    maxconn: Option<u32>,
+    queue_timeout: Option<Duration>,
     keepalive: Option<bool>,
     keepalive_idle: Option<Duration>,
     keepalive_interval: Option<Duration>,
@@ -95,6 +97,8 @@ const SERVICE_KEYS: &[&str] = &[
     "client_timeout",
     "server_timeout",
     "retries",
+    "maxconn",
+    "queue_timeout",
     "keepalive",
     "keepalive_idle",
     "keepalive_interval",
@@ -308,6 +312,8 @@ impl Validator {
                 "client_timeout" => f.client_timeout = self.timeout(key, value),
                 "server_timeout" => f.server_timeout = self.timeout(key, value),
                 "retries" => f.retries = self.integer(key, value, 0, 100).map(|n| n as u32),
+                "maxconn" => f.maxconn = self.integer(key, value, 0, 10_000_000).map(|n| n as u32),
+                "queue_timeout" => f.queue_timeout = self.positive_duration(key, value),
                 "keepalive" => f.keepalive = self.boolean(key, value),
                 "keepalive_idle" => f.keepalive_idle = self.positive_duration(key, value),
                 "keepalive_interval" => f.keepalive_interval = self.positive_duration(key, value),
@@ -505,6 +511,12 @@ impl Validator {
             client_timeout: f.client_timeout.or(defaults.client_timeout).unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
             server_timeout: f.server_timeout.or(defaults.server_timeout).unwrap_or(Some(DEFAULT_IDLE_TIMEOUT)),
             retries: f.retries.or(defaults.retries).unwrap_or(DEFAULT_RETRIES),
+            maxconn: f.maxconn.or(defaults.maxconn).filter(|&n| n > 0),
+            // As HAProxy without `timeout queue`: the connect timeout.
+            queue_timeout: f
+                .queue_timeout
+                .or(defaults.queue_timeout)
+                .unwrap_or(connect_timeout.unwrap_or(DEFAULT_CONNECT_TIMEOUT)),
             keepalive,
             source: f.source.or(defaults.source),
             check,
@@ -582,6 +594,7 @@ impl Validator {
         ];
         let (mut name, mut address, mut weight, mut source) = (None, None, 1, None);
         let mut disabled = false;
+        let mut maxconn = 0;
         let (mut cookie, mut pool) = (None, None);
         let (mut backup, mut tier, mut check_port, mut check_address) = (None, None, None, None);
         let mut ok = true;
@@ -620,6 +633,7 @@ impl Validator {
                 }
                 "pool" => pool = self.string(key, value).map(str::to_string),
                 "disabled" => disabled = self.boolean(key, value).unwrap_or(false),
+                "maxconn" => maxconn = self.integer(key, value, 0, 10_000_000).map_or(0, |n| n as u32),
                 _ => self.unknown(key, "a server", KEYS),
             }
         }
@@ -654,6 +668,7 @@ impl Validator {
             cookie,
             pool,
             disabled,
+            maxconn,
         })
     }
 

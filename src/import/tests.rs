@@ -71,10 +71,11 @@ fn galera_behind_3307_with_clustercheck_on_49000() {
     assert_eq!(check.timeout, Duration::from_secs(10));
     let backups: Vec<bool> = g.servers.iter().map(|s| s.is_backup()).collect();
     assert_eq!(backups, [false, true, true], "controller1 writes, the others wait");
-    // Reported, not silently dropped: maxconn (global and defaults) and timeout queue.
+    // The process-wide maxconn is reported; the defaults' one and timeout queue apply.
     let lost: Vec<&Report> = imported.untranslated().collect();
     assert!(lost.iter().any(|r| r.line == 6 && r.directive.starts_with("maxconn")), "{lost:?}");
-    assert!(imported.reports.iter().any(|r| r.directive.starts_with("timeout queue") && r.handled));
+    assert_eq!(g.maxconn, Some(4000));
+    assert_eq!(g.queue_timeout, Duration::from_secs(60));
     assert!(imported.reports.iter().any(|r| r.line == 3 && r.directive.starts_with("chroot") && r.handled));
 }
 
@@ -282,7 +283,7 @@ listen horizon
 
 #[test]
 fn untranslated_directives_are_reported_with_line_numbers() {
-    let text = "global\n  lua-load /etc/x.lua\n\nlisten x\n  bind 127.0.0.1:8000\n  acl a src 10.0.0.0/8\n  use_backend y if a\n  server s 127.0.0.1:9000 maxconn 10\n\nuserlist admins\n  user a insecure-password b\n";
+    let text = "global\n  lua-load /etc/x.lua\n\nlisten x\n  bind 127.0.0.1:8000\n  acl a src 10.0.0.0/8\n  use_backend y if a\n  server s 127.0.0.1:9000 slowstart 10s\n\nuserlist admins\n  user a insecure-password b\n";
     let imported = import(text);
     let lost: Vec<(usize, bool)> = imported.untranslated().map(|r| (r.line, r.handled)).collect();
     for line in [2, 6, 7, 8, 10, 11] {
@@ -422,4 +423,37 @@ backend b
     let routes = &service(&c, "a").http.as_ref().unwrap().routes;
     assert_eq!(routes.len(), 1, "{}", imported.toml);
     assert_eq!((routes[0].host.as_deref(), routes[0].pool.as_str()), (Some("keystone"), "b"));
+}
+
+#[test]
+fn maxconn_and_timeout_queue_keep_their_meaning() {
+    let text = "
+defaults
+    maxconn 4000
+    timeout queue 30s
+    timeout connect 5s
+
+listen galera
+    bind 10.0.0.10:3306
+    server db1 10.0.0.11:3306 check maxconn 150
+    server db2 10.0.0.12:3306 check backup maxconn 150
+
+frontend api
+    bind 10.0.0.10:5000
+    maxconn 200
+    default_backend api_back
+
+backend api_back
+    server a 10.0.0.11:5000 check
+";
+    let imported = import(text);
+    let c = load(&imported);
+    let g = service(&c, "galera");
+    assert_eq!(g.maxconn, Some(4000), "defaults' maxconn");
+    assert_eq!(g.queue_timeout, Duration::from_secs(30));
+    assert_eq!(g.servers.iter().map(|s| s.maxconn).collect::<Vec<_>>(), vec![150, 150]);
+    let api = service(&c, "api_back");
+    assert_eq!(api.maxconn, Some(200), "the frontend's maxconn is the service's");
+    assert_eq!(api.servers[0].maxconn, 0);
+    assert!(imported.untranslated().all(|r| !r.directive.contains("maxconn")), "{:?}", imported.reports);
 }

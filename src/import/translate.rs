@@ -38,6 +38,9 @@ struct Settings {
     tcp_check: bool,
     forwardfor: Option<bool>,
     all_backups: bool,
+    /// `maxconn` in defaults / frontend / listen: the service's.
+    maxconn: Option<u32>,
+    queue: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -62,6 +65,7 @@ struct ServerLine {
     verify_none: bool,
     ca_file: Option<String>,
     disabled: bool,
+    maxconn: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -267,7 +271,7 @@ fn settings_line(s: &mut Settings, line: &Line, ctx: &mut Ctx) -> bool {
                 "tunnel" => s.tunnel = Some(d),
                 "http-request" => s.http_request = Some(d),
                 "check" => s.check_timeout = Some(d),
-                "queue" => ctx.note(line, "vipgate does not queue connections (no per-server maxconn)"),
+                "queue" => s.queue = Some(d),
                 "http-keep-alive" => {
                     ctx.note(line, "an idle keep-alive client waits up to header_timeout for its next request")
                 }
@@ -358,7 +362,10 @@ fn settings_line(s: &mut Settings, line: &Line, ctx: &mut Ctx) -> bool {
         ["option", "splice-auto" | "splice-request" | "splice-response"] => {
             ctx.note(line, "vipgate splices tcp-mode bulk transfers on its own ([global] splice)")
         }
-        ["maxconn", ..] => ctx.lost(line, "vipgate has no per-proxy connection cap"),
+        ["maxconn", n] => match n.parse::<u32>() {
+            Ok(n) => s.maxconn = Some(n),
+            Err(_) => ctx.lost(line, "not a connection count"),
+        },
         _ => return false,
     }
     true
@@ -540,7 +547,11 @@ fn server(line: &Line, name: &str, address: &str, opts: &[&str], ctx: &mut Ctx) 
                 step = 1;
             }
             "enabled" => step = 1,
-            "maxconn" | "minconn" | "maxqueue" | "slowstart" => {
+            "maxconn" => match next.and_then(|v| v.parse::<u32>().ok()) {
+                Some(n) => s.maxconn = Some(n),
+                None => ctx.lost(line, "server maxconn without a count"),
+            },
+            "minconn" | "maxqueue" | "slowstart" => {
                 ctx.lost(line, format!("server option {} has no vipgate equivalent", opts[i]))
             }
             "id" | "init-addr" | "resolvers" | "agent-check" | "agent-port" | "agent-inter" | "observe"
@@ -683,6 +694,12 @@ fn service(out: &mut String, p: &Proxy, fronts: &[&Proxy], all: &[Proxy], ctx: &
     }
     if let Some(r) = s.retries {
         let _ = writeln!(out, "retries = {r}");
+    }
+    if let Some(n) = c.maxconn.filter(|&n| n > 0) {
+        let _ = writeln!(out, "maxconn = {n}");
+    }
+    if let Some(t) = s.queue.as_ref().filter(|t| *t != "0") {
+        let _ = writeln!(out, "queue_timeout = {}", q(t));
     }
     if s.all_backups {
         let _ = writeln!(out, "all_backups = true");
@@ -1046,6 +1063,9 @@ fn servers(out: &mut String, table: &str, p: &Proxy, pool: Option<&str>, names: 
         }
         if s.disabled {
             let _ = writeln!(out, "disabled = true");
+        }
+        if let Some(n) = s.maxconn.filter(|&n| n > 0) {
+            let _ = writeln!(out, "maxconn = {n}");
         }
     }
 }

@@ -13,7 +13,7 @@ use tracing::{info, warn};
 
 use super::proxy_protocol::{self, Addresses};
 use super::pump::{forward, End, Timeouts};
-use crate::balance::Tried;
+use crate::balance::{NoPick, Tried};
 use crate::config::OnDown;
 use crate::net;
 use crate::runtime::Service;
@@ -51,10 +51,20 @@ pub async fn handle(
     let mut tried = Tried::default();
     let mut failures = 0u32;
     let (lease, upstream) = loop {
-        let Some(lease) = service.pool.pick(peer.ip(), &tried) else {
-            let reason = if failures == 0 { "no server available" } else { "every server tried failed to connect" };
-            log_refused(peer, &service, started, reason);
-            return;
+        let lease = match service.pool.pick_queued(peer.ip(), &tried, service.queue_timeout).await {
+            Ok(lease) => lease,
+            Err(why) => {
+                let reason = match why {
+                    NoPick::Full => {
+                        service.stats.queue_timeouts.fetch_add(1, Relaxed);
+                        "queue timeout: every server is at its maxconn"
+                    }
+                    NoPick::NoServer if failures == 0 => "no server available",
+                    NoPick::NoServer => "every server tried failed to connect",
+                };
+                log_refused(peer, &service, started, reason);
+                return;
+            }
         };
         let server = lease.server();
         let connected = match net::connect(server.address(), server.source, service.connect_timeout).await {

@@ -3,6 +3,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,7 +41,24 @@ impl AcceptLoop {
     /// Accept until told to stop; the listener is dropped (closed) on return.
     pub async fn run(mut self) {
         let mut backoff = Duration::from_millis(5);
+        let mut slot = None;
         loop {
+            // The next client's place under the service's maxconn, taken before accepting:
+            // at the limit the listener waits and clients wait in the kernel's backlog.
+            if slot.is_none() {
+                let Some(service) = self.snapshot.load().service_for_bind(self.configured).cloned() else {
+                    break;
+                };
+                if service.maxconn.is_some_and(|m| service.stats.current.load(Relaxed) >= u64::from(m)) {
+                    warn!(service = %service.name, bind = %self.bind, maxconn = service.maxconn.unwrap_or(0),
+                        "service at its maxconn: not accepting until a connection ends");
+                }
+                slot = tokio::select! {
+                    biased;
+                    _ = self.stop.wait_for(|s| *s) => break,
+                    s = service.stats.slot(service.maxconn) => Some(s),
+                };
+            }
             let accepted = tokio::select! {
                 biased;
                 _ = self.stop.wait_for(|s| *s) => break,
@@ -54,6 +72,7 @@ impl AcceptLoop {
                         // Not reached: a reload stops a removed bind's loop before the swap.
                         continue;
                     };
+                    let slot = slot.take();
                     // Client socket options: inherited from the listener once it carries
                     // this service's settings; a reload that changes them re-tunes it.
                     if self.tuned != Some(service.keepalive) {
@@ -83,6 +102,7 @@ impl AcceptLoop {
                         };
                         tokio::spawn(async move {
                             proxy::http::handle(accepted).await;
+                            drop(slot);
                             drop(guard);
                         });
                         continue;
@@ -90,6 +110,7 @@ impl AcceptLoop {
                     let use_splice = self.use_splice;
                     tokio::spawn(async move {
                         proxy::tcp::handle(stream, peer, local, service, use_splice, close_all).await;
+                        drop(slot);
                         drop(guard);
                     });
                 }
@@ -97,6 +118,9 @@ impl AcceptLoop {
                     debug!(bind = %self.bind, error = %e, "accept: peer went away")
                 }
                 Err(e) => {
+                    if let Some(service) = self.snapshot.load().service_for_bind(self.configured) {
+                        service.stats.accept_errors.fetch_add(1, Relaxed);
+                    }
                     // Out of descriptors or memory: accepting again at once would spin a
                     // core; back off and let connections finish and free descriptors.
                     if backoff <= Duration::from_millis(10) {

@@ -91,6 +91,9 @@ pub struct Server {
     weight: AtomicU32,
     /// The weight the config gave (a reload that leaves it alone keeps the operator's).
     config_weight: AtomicU32,
+    /// Connections (tcp) or requests (http) at once; 0 = no limit. A reload changes it in
+    /// place, so connections open across the reload still count.
+    maxconn: AtomicU32,
     /// The config's `disabled` (a reload that leaves it alone keeps the operator's state).
     config_disabled: AtomicBool,
     /// Priority tier: 0 = active, 1 = backup, ...
@@ -143,6 +146,7 @@ impl Server {
             weight: AtomicU32::new(cfg.weight),
             config_weight: AtomicU32::new(cfg.weight),
             config_disabled: AtomicBool::new(cfg.disabled),
+            maxconn: AtomicU32::new(cfg.maxconn),
             tier: cfg.tier,
             source: cfg.source.or(service_source),
             check_port: cfg.check_port,
@@ -175,6 +179,7 @@ impl Server {
             cookie: None,
             pool: None,
             disabled: false,
+            maxconn: 0,
         };
         Server::new(&cfg, None)
     }
@@ -267,12 +272,37 @@ impl Server {
         self.active.load(Relaxed)
     }
 
+    #[cfg(test)]
     pub(crate) fn acquire(&self) {
         self.active.fetch_add(1, Relaxed);
     }
 
+    /// Take a slot if below `maxconn` (always, without one); exact under concurrency.
+    pub(crate) fn try_acquire(&self) -> bool {
+        let max = self.maxconn.load(Relaxed);
+        if max == 0 {
+            self.active.fetch_add(1, Relaxed);
+            return true;
+        }
+        self.active.fetch_update(Relaxed, Relaxed, |n| (n < max).then_some(n + 1)).is_ok()
+    }
+
     pub(crate) fn release(&self) {
         self.active.fetch_sub(1, Relaxed);
+    }
+
+    pub fn maxconn(&self) -> u32 {
+        self.maxconn.load(Relaxed)
+    }
+
+    pub(crate) fn set_maxconn(&self, n: u32) {
+        self.maxconn.store(n, Relaxed);
+    }
+
+    /// Below its `maxconn` (or without one)?
+    pub fn has_room(&self) -> bool {
+        let max = self.maxconn.load(Relaxed);
+        max == 0 || self.active.load(Relaxed) < max
     }
 
     /// May this server take new traffic at all?

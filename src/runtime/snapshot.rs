@@ -18,6 +18,9 @@ pub struct Service {
     pub client_timeout: Option<Duration>,
     pub server_timeout: Option<Duration>,
     pub retries: u32,
+    /// Client connections open at once (listeners pause at it); `None` = no limit.
+    pub maxconn: Option<u32>,
+    pub queue_timeout: Duration,
     pub keepalive: Keepalive,
     /// Passive health: this many connect failures in a row mark a server down.
     pub observe_errors: Option<u32>,
@@ -58,6 +61,9 @@ impl Service {
                     Some(b) if same_settings(b, s, cfg.source) => {
                         if b.config_weight() != s.weight {
                             pending.push(Pending::ConfigWeight(Arc::clone(b), s.weight));
+                        }
+                        if b.maxconn() != s.maxconn {
+                            pending.push(Pending::Maxconn(Arc::clone(b), s.maxconn));
                         }
                         if b.config_disabled() != s.disabled {
                             pending.push(Pending::ConfigDisabled(Arc::clone(b), s.disabled));
@@ -111,6 +117,8 @@ impl Service {
                 client_timeout: cfg.client_timeout,
                 server_timeout: cfg.server_timeout,
                 retries: cfg.retries,
+                maxconn: cfg.maxconn,
+                queue_timeout: cfg.queue_timeout,
                 keepalive: cfg.keepalive,
                 observe_errors: cfg.observe_errors,
                 on_down: cfg.on_down,
@@ -141,6 +149,8 @@ pub enum Pending {
     ConfigWeight(Arc<Server>, u32),
     /// The service no longer has a check: the server serves, as any unchecked one.
     Unchecked(Arc<Server>),
+    /// The config's `maxconn` changed.
+    Maxconn(Arc<Server>, u32),
     /// The config's `disabled` changed: maintenance on or off.
     ConfigDisabled(Arc<Server>, bool),
 }
@@ -191,6 +201,7 @@ impl Snapshot {
                 Pending::ConfigWeight(server, w) => server.set_config_weight(w),
                 Pending::Unchecked(server) => server.reset_unchecked(),
                 Pending::ConfigDisabled(server, d) => server.set_config_disabled(d),
+                Pending::Maxconn(server, n) => server.set_maxconn(n),
             }
         }
     }

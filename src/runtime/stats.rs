@@ -2,7 +2,10 @@
 //! written on the hot path with relaxed atomics, read by the metrics endpoint.
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::sync::Notify;
 
 /// Upper bounds (seconds) of the request latency buckets; the last bucket is +Inf.
 pub const LATENCY_BUCKETS: [f64; 12] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -13,13 +16,61 @@ pub struct ServiceStats {
     pub connections_total: AtomicU64,
     /// Connect attempts that went to another server after a failure.
     pub retries: AtomicU64,
+    /// Connections (tcp) or requests (http) refused after waiting `queue_timeout` for
+    /// a server below its `maxconn`.
+    pub queue_timeouts: AtomicU64,
+    /// Client connections open now (what `maxconn` bounds).
+    pub current: AtomicU64,
+    /// accept() failures that are not a client gone (EMFILE, ENFILE, ENOMEM, ...).
+    pub accept_errors: AtomicU64,
+    /// Times the listeners paused because the service reached its `maxconn`.
+    pub maxconn_reached: AtomicU64,
+    /// Woken when a client connection ends: a paused listener may accept again.
+    room: Notify,
     /// http: responses by status class, 1xx..5xx.
     pub responses: [AtomicU64; 5],
     /// http: time from request head to response head.
     pub latency: Latency,
 }
 
+/// One client connection counted in `current`; dropping it frees the slot.
+pub struct ConnSlot(Arc<ServiceStats>);
+
+impl Drop for ConnSlot {
+    fn drop(&mut self) {
+        self.0.current.fetch_sub(1, Relaxed);
+        self.0.room.notify_one();
+    }
+}
+
+/// While paused at `maxconn`, a listener also looks again this often: a reload may have
+/// raised the limit, and a wakeup may have gone to another listener of the service.
+const PAUSE_RECHECK: Duration = Duration::from_millis(100);
+
 impl ServiceStats {
+    /// Count one more client connection, first waiting while `max` are open. A wait
+    /// means the listener does not accept: clients queue in the kernel's backlog.
+    pub async fn slot(self: &Arc<Self>, max: Option<u32>) -> ConnSlot {
+        let Some(max) = max else {
+            self.current.fetch_add(1, Relaxed);
+            return ConnSlot(Arc::clone(self));
+        };
+        let mut paused = false;
+        loop {
+            if self.current.fetch_update(Relaxed, Relaxed, |n| (n < u64::from(max)).then_some(n + 1)).is_ok() {
+                return ConnSlot(Arc::clone(self));
+            }
+            if !paused {
+                paused = true;
+                self.maxconn_reached.fetch_add(1, Relaxed);
+            }
+            tokio::select! {
+                _ = self.room.notified() => {}
+                _ = tokio::time::sleep(PAUSE_RECHECK) => {}
+            }
+        }
+    }
+
     pub fn count_response(&self, status: u16) {
         if let Some(c) = self.responses.get(usize::from(status / 100).wrapping_sub(1)) {
             c.fetch_add(1, Relaxed);

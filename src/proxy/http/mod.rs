@@ -44,7 +44,7 @@ pub struct HttpService {
     /// Server name → its keep-alive pool.
     pools: HashMap<String, Arc<ConnPool>>,
     /// One balancing pool per route, in route order.
-    route_pools: Vec<Pool>,
+    route_pools: Vec<Arc<Pool>>,
     /// Servers without a `pool` tag, when routes exist (otherwise the service's pool).
     default_pool: Option<Pool>,
     /// Cookie value → server name.
@@ -87,8 +87,21 @@ impl HttpService {
                 .map(|(_, s)| Arc::clone(s))
                 .collect()
         };
-        let route_pools =
-            h.routes.iter().map(|r| Pool::with_policy(cfg.balance, tagged(Some(r.pool.as_str())), policy)).collect();
+        // Routes naming the same pool share one: its queue and failback choice are one.
+        let mut by_name: Vec<(&str, Arc<Pool>)> = Vec::new();
+        let mut route_pools = Vec::with_capacity(h.routes.len());
+        for r in &h.routes {
+            let name = r.pool.as_str();
+            let pool = match by_name.iter().find(|(n, _)| *n == name) {
+                Some((_, p)) => Arc::clone(p),
+                None => {
+                    let p = Arc::new(Pool::with_policy(cfg.balance, tagged(Some(name)), policy));
+                    by_name.push((name, Arc::clone(&p)));
+                    p
+                }
+            };
+            route_pools.push(pool);
+        }
         let default_pool = (!h.routes.is_empty() || cfg.servers.iter().any(|s| s.pool.is_some()))
             .then(|| Pool::with_policy(cfg.balance, tagged(None), policy));
         let cookies =

@@ -18,7 +18,7 @@ use tracing::{info, warn};
 use super::body::{ms_since, ProxyBody, Tracked};
 use super::upstream::Sender;
 use super::{errors, tunnel, ConnCtx};
-use crate::balance::{Lease, Pool, Tried};
+use crate::balance::{Lease, NoPick, Pool, Tried};
 use crate::config::OnDown;
 use crate::proxy::http_rules as rules;
 
@@ -143,10 +143,18 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     let mut stale_retries = 0u32;
     let connect_started = Instant::now();
     let (lease, pool_ref, sender, resp) = loop {
-        let lease = match pick(pool, &ctx, wanted_server.as_deref(), &tried) {
-            Some(l) => l,
-            None if failures == 0 => return log.answer(StatusCode::SERVICE_UNAVAILABLE, "no server is available"),
-            None => return log.answer(StatusCode::SERVICE_UNAVAILABLE, "every server tried failed to connect"),
+        let lease = match pick(pool, &ctx, wanted_server.as_deref(), &tried).await {
+            Ok(l) => l,
+            Err(NoPick::Full) => {
+                ctx.service.stats.queue_timeouts.fetch_add(1, Relaxed);
+                return log.answer(StatusCode::SERVICE_UNAVAILABLE, "queue timeout: every server is at its maxconn");
+            }
+            Err(NoPick::NoServer) if failures == 0 => {
+                return log.answer(StatusCode::SERVICE_UNAVAILABLE, "no server is available")
+            }
+            Err(NoPick::NoServer) => {
+                return log.answer(StatusCode::SERVICE_UNAVAILABLE, "every server tried failed to connect")
+            }
         };
         let server = Arc::clone(lease.server());
         log.server = server.name.clone();
@@ -289,13 +297,13 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     Response::from_parts(parts, body.boxed_unsync())
 }
 
-fn pick(pool: &Pool, ctx: &ConnCtx, wanted: Option<&str>, tried: &Tried) -> Option<Lease> {
+async fn pick(pool: &Pool, ctx: &ConnCtx, wanted: Option<&str>, tried: &Tried) -> Result<Lease, NoPick> {
     if let Some(name) = wanted {
         if let Some(lease) = pool.pick_where(|s| s.name == name, tried) {
-            return Some(lease);
+            return Ok(lease);
         }
     }
-    pool.pick(ctx.client.ip(), tried)
+    pool.pick_queued(ctx.client.ip(), tried, ctx.service.queue_timeout).await
 }
 
 /// Hop-by-hop headers out, forwarding headers and request rules in, the persistence
