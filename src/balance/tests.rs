@@ -281,14 +281,14 @@ fn failback_drain_closes_the_sessions_left_behind() {
 #[test]
 fn passive_health_marks_down_after_consecutive_connect_errors() {
     let all = servers(&[("a", 1, false), ("b", 1, false)]);
-    assert!(!all[0].connect_failed(Some(3)));
-    assert!(!all[0].connect_failed(Some(3)));
-    all[0].connect_ok();
-    assert!(!all[0].connect_failed(Some(3)));
-    assert!(!all[0].connect_failed(Some(3)));
-    assert!(all[0].connect_failed(Some(3)), "third in a row marks it down");
+    assert!(!all[0].traffic_failed(Some(3)));
+    assert!(!all[0].traffic_failed(Some(3)));
+    all[0].traffic_ok();
+    assert!(!all[0].traffic_failed(Some(3)));
+    assert!(!all[0].traffic_failed(Some(3)));
+    assert!(all[0].traffic_failed(Some(3)), "third in a row marks it down");
     assert!(!all[0].is_up());
-    assert!(!all[1].connect_failed(None), "observe_errors off never marks down");
+    assert!(!all[1].traffic_failed(None), "observe_errors off never marks down");
     assert!(all[1].is_up());
 }
 

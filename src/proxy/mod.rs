@@ -12,3 +12,19 @@ pub mod splice;
 pub mod tcp;
 
 pub use pump::End;
+
+use crate::config::OnDown;
+use crate::runtime::{Server, Service};
+
+/// Passive health: real traffic failed on `server`. At `observe_errors` failures in a row
+/// the server is marked down at once (its probe brings it back), and with
+/// `on_down = "shutdown-sessions"` its sessions are closed.
+pub(crate) fn passive_failure(service: &Service, server: &Server, reason: &dyn std::fmt::Display) {
+    if server.traffic_failed(service.observe_errors) {
+        tracing::warn!(service = %service.name, server = %server.name, errors = service.observe_errors.unwrap_or(0),
+            reason = %reason, "server is DOWN (passive health: consecutive failures of real traffic)");
+        if service.on_down == OnDown::ShutdownSessions {
+            server.shutdown_sessions();
+        }
+    }
+}

@@ -14,7 +14,6 @@ use tracing::{info, warn};
 use super::proxy_protocol::{self, Addresses};
 use super::pump::{forward, End, Timeouts};
 use crate::balance::{NoPick, Tried};
-use crate::config::OnDown;
 use crate::net;
 use crate::runtime::Service;
 
@@ -78,19 +77,10 @@ pub async fn handle(
             Err(e) => Err(e),
         };
         match connected {
-            Ok(stream) => {
-                server.connect_ok();
-                break (lease, stream);
-            }
+            Ok(stream) => break (lease, stream),
             Err(e) => {
                 server.stats.connect_failures.fetch_add(1, Relaxed);
-                if server.connect_failed(service.observe_errors) {
-                    warn!(service = %service.name, server = %server.name, errors = service.observe_errors.unwrap_or(0),
-                        reason = %e, "server is DOWN (passive health: consecutive connect failures)");
-                    if service.on_down == OnDown::ShutdownSessions {
-                        server.shutdown_sessions();
-                    }
-                }
+                super::passive_failure(&service, server, &e);
                 warn!(service = %service.name, server = %server.name, address = %server.address(), error = %e, "connect failed");
                 tried.add(&lease, &service.pool);
                 failures += 1;
@@ -129,6 +119,11 @@ pub async fn handle(
     };
     let outcome = forward(&client, &upstream, timeouts, use_splice, stop).await;
     drop(lease);
+    match (&outcome.end, &outcome.error) {
+        // The server's side failed (a reset): passive health counts it.
+        (End::ServerClose, Some(e)) => super::passive_failure(&service, &server, e),
+        _ => server.traffic_ok(),
+    }
     server.stats.bytes_in.fetch_add(outcome.bytes_in, Relaxed);
     server.stats.bytes_out.fetch_add(outcome.bytes_out, Relaxed);
     let duration_ms = started.elapsed().as_millis() as u64;

@@ -71,6 +71,8 @@ pub struct Running {
     checks: CheckSet,
     /// Looks server names up again (aborted at shutdown).
     resolver: JoinHandle<()>,
+    /// Gives memory back after bursts (see `drain::trim_after_bursts`).
+    trimmer: JoinHandle<()>,
     config: Config,
     use_splice: bool,
     process: Arc<ProcessStats>,
@@ -146,9 +148,12 @@ pub async fn start_with(
 
     let (close_all_tx, close_all_rx) = watch::channel(false);
     let resolver = tokio::spawn(resolve::run(Arc::clone(&snapshot)));
+    let tracker = Tracker::default();
+    let trimmer = tokio::spawn(drain::trim_after_bursts(tracker.clone()));
     let mut running = Running {
         snapshot,
-        tracker: Tracker::default(),
+        tracker,
+        trimmer,
         close_all_tx,
         close_all_rx,
         listeners: Vec::new(),
@@ -382,6 +387,7 @@ impl Running {
     /// for up to `grace`, then end the rest.
     pub async fn shutdown(self, grace: Duration) {
         self.resolver.abort();
+        self.trimmer.abort();
         for l in &self.listeners {
             let _ = l.stop.send(true);
         }

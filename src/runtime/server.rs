@@ -111,7 +111,7 @@ pub struct Server {
     health: AtomicU8,
     admin: AtomicU8,
     active: AtomicU32,
-    /// Consecutive connect failures from real traffic (passive health).
+    /// Consecutive failures of real traffic (passive health).
     connect_errors: AtomicU32,
     /// Set by passive health; the checker folds it into its rise/fall state.
     passive_down: AtomicBool,
@@ -310,16 +310,19 @@ impl Server {
         self.weight() > 0 && self.is_up() && self.admin() == AdminState::Ready
     }
 
-    /// A connect from real traffic succeeded.
-    pub fn connect_ok(&self) {
+    /// Real traffic went well (a response came back, a connection ended cleanly): the run
+    /// of failures passive health counts starts over.
+    pub fn traffic_ok(&self) {
         if self.connect_errors.load(Relaxed) != 0 {
             self.connect_errors.store(0, Relaxed);
         }
     }
 
-    /// A connect from real traffic failed; true if that makes `limit` in a row and the
-    /// server was just marked down by it.
-    pub fn connect_failed(&self, limit: Option<u32>) -> bool {
+    /// Real traffic failed on this server (a refused or timed-out connect; in http mode
+    /// also a reset, a malformed response or no answer within server_timeout; in tcp mode
+    /// a reset from the server); true if that makes `limit` in a row and the server was
+    /// just marked down by it.
+    pub fn traffic_failed(&self, limit: Option<u32>) -> bool {
         let n = self.connect_errors.fetch_add(1, Relaxed) + 1;
         match limit {
             Some(limit) if n >= limit && self.is_up() => {

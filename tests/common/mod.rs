@@ -183,6 +183,16 @@ impl Vipgate {
     }
 
     pub fn spawn_with_env(config_text: &str, env: &[(&str, &str)]) -> Vipgate {
+        Self::spawn_inner(config_text, env, None)
+    }
+
+    /// Start vipgate with its descriptor limit (RLIMIT_NOFILE, soft and hard) set to
+    /// `nofile`, as `ulimit -n` would.
+    pub fn spawn_with_nofile(config_text: &str, nofile: u64) -> Vipgate {
+        Self::spawn_inner(config_text, &[], Some(nofile))
+    }
+
+    fn spawn_inner(config_text: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Vipgate {
         let config = write_config("run", config_text);
         let log_path = temp_path("stderr", "log");
         let out_path = temp_path("stdout", "log");
@@ -197,6 +207,19 @@ impl Vipgate {
             .stderr(File::create(&log_path).unwrap());
         for (k, v) in env {
             cmd.env(k, v);
+        }
+        if let Some(n) = nofile {
+            use std::os::unix::process::CommandExt;
+            let limit = libc::rlimit { rlim_cur: n as libc::rlim_t, rlim_max: n as libc::rlim_t };
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
         }
         let child = cmd.spawn().expect("spawn vipgate run");
         Vipgate { child, config, log_path, out_path, exited: None }

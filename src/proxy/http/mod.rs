@@ -139,6 +139,9 @@ pub(crate) struct ConnCtx {
     pub private: Mutex<Vec<(String, Arc<ConnPool>)>>,
     pub tracker: Tracker,
     pub close_all: watch::Receiver<bool>,
+    /// The client stream's write-stall bound (client_timeout; tunnel_timeout once
+    /// upgraded).
+    pub stall_limit: io::StallLimit,
 }
 
 impl ConnCtx {
@@ -188,6 +191,12 @@ pub async fn handle(a: Accepted) {
         },
         _ => (a.peer, a.local),
     };
+    let limit_ms = |d: Option<Duration>| d.map_or(0, |d| (d.as_millis() as u64).max(1));
+    let stall_limit: io::StallLimit = Arc::new(io::Stall {
+        limit_ms: std::sync::atomic::AtomicU64::new(limit_ms(a.service.client_timeout)),
+        fired: std::sync::atomic::AtomicBool::new(false),
+    });
+    let stream = io::WriteStall::new(a.stream, Arc::clone(&stall_limit));
     let ctx = Arc::new(ConnCtx {
         service: Arc::clone(&a.service),
         http: Arc::clone(&http),
@@ -199,10 +208,11 @@ pub async fn handle(a: Accepted) {
         private: Mutex::new(Vec::new()),
         tracker: a.tracker.clone(),
         close_all: a.close_all.clone(),
+        stall_limit,
     });
     match &http.tls {
         None => {
-            let mut stream = a.stream;
+            let mut stream = stream;
             let Some(head) = first_head(&mut stream, &ctx).await else { return };
             let h2 = head.starts_with(H2_PREFACE);
             let io = Prefixed::new(head, stream);
@@ -213,7 +223,7 @@ pub async fn handle(a: Accepted) {
             }
         }
         Some(acceptor) => {
-            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(a.stream)).await {
+            let tls = match tokio::time::timeout(header_timeout, acceptor.accept(stream)).await {
                 Ok(Ok(tls)) => tls,
                 Ok(Err(e)) => {
                     info!(client = %client, service = %a.service.name, error = %e, "TLS handshake failed");

@@ -19,7 +19,6 @@ use super::body::{ms_since, ProxyBody, Tracked};
 use super::upstream::Sender;
 use super::{errors, tunnel, ConnCtx};
 use crate::balance::{Lease, NoPick, Pool, Tried};
-use crate::config::OnDown;
 use crate::proxy::http_rules as rules;
 
 /// What the access log line says about one request.
@@ -175,19 +174,12 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
             Some(s) => s,
             None => match http.connector.connect(&server, (ctx.client, ctx.local), upgrade.is_some()).await {
                 Ok(s) => {
-                    server.connect_ok();
                     conn_pool.opened(&s);
                     s
                 }
                 Err(e) => {
                     server.stats.connect_failures.fetch_add(1, Relaxed);
-                    if server.connect_failed(ctx.service.observe_errors) {
-                        warn!(service = %ctx.service.name, server = %server.name, reason = %e,
-                            "server is DOWN (passive health: consecutive connect failures)");
-                        if ctx.service.on_down == OnDown::ShutdownSessions {
-                            server.shutdown_sessions();
-                        }
-                    }
+                    crate::proxy::passive_failure(&ctx.service, &server, &e);
                     warn!(service = %ctx.service.name, server = %server.name, address = %server.address(), error = %e, "connect failed");
                     tried.add(&lease, pool);
                     failures += 1;
@@ -209,7 +201,8 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
             Some(t) => match tokio::time::timeout(t, sender.send(outgoing)).await {
                 Ok(r) => r,
                 Err(_) => {
-                    return log.answer(StatusCode::GATEWAY_TIMEOUT, "the server did not answer within server_timeout")
+                    crate::proxy::passive_failure(&ctx.service, &server, &"no answer within server_timeout");
+                    return log.answer(StatusCode::GATEWAY_TIMEOUT, "the server did not answer within server_timeout");
                 }
             },
             None => sender.send(outgoing).await,
@@ -218,6 +211,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         ctx.service.stats.latency.observe(sent_at.elapsed());
         match result {
             Ok(resp) => {
+                server.traffic_ok();
                 // Per server, http counts requests (HAProxy's sessions in http mode).
                 server.stats.connections_total.fetch_add(1, Relaxed);
                 break (lease, conn_pool, sender, resp);
@@ -238,6 +232,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                     }
                 }
                 if req.is_none() || stale_retries > 0 {
+                    crate::proxy::passive_failure(&ctx.service, &server, &error);
                     return log.answer(StatusCode::BAD_GATEWAY, &format!("the server failed: {error}"));
                 }
                 stale_retries += 1;
@@ -275,6 +270,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     }
     let status = parts.status.as_u16();
     let bytes_out = Arc::clone(&log.bytes_out);
+    let ctx_stall = Arc::clone(&ctx.stall_limit);
     let body = Tracked::new(body, ctx.service.server_timeout, bytes_out).on_end(move |ending| {
         let server = Arc::clone(lease.server());
         server.stats.bytes_in.fetch_add(log.bytes_in.load(Relaxed), Relaxed);
@@ -290,7 +286,12 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                 if sender.is_h2() {
                     pool_ref.checkin(sender);
                 }
-                log.write(status, Some("client went away"))
+                let why = if ctx_stall.fired.load(Relaxed) {
+                    "client_timeout: the client stopped reading the response"
+                } else {
+                    "client went away"
+                };
+                log.write(status, Some(why))
             }
         }
     });

@@ -13,6 +13,11 @@ use http::{Request, Response};
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2, TrySendError};
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+
+/// Most a server connection's read buffer grows to (hyper's default is about 400 KiB):
+/// with a slow client the response waits in the kernel's socket buffers, not in ours.
+/// Response heads stay within it (their limit is the client side's).
+const UPSTREAM_READ_BUFFER: usize = 64 * 1024;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
@@ -164,7 +169,11 @@ impl Connector {
             });
             Ok(Sender::H2(sender))
         } else {
-            let (sender, conn) = http1::Builder::new().handshake(io).await.map_err(ConnectError::Handshake)?;
+            let (sender, conn) = http1::Builder::new()
+                .max_buf_size(UPSTREAM_READ_BUFFER)
+                .handshake(io)
+                .await
+                .map_err(ConnectError::Handshake)?;
             tokio::spawn(async move {
                 if let Err(e) = conn.with_upgrades().await {
                     debug!(error = %e, "server connection ended");
