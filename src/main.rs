@@ -4,7 +4,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use vipgate::config::{self, Config};
 use vipgate::runtime::signals::{Sig, Signals};
@@ -203,6 +203,9 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load(&config) {
             Ok(cfg) => {
+                for w in config::loose_secret_files(&cfg) {
+                    eprintln!("{}: warning: {w}", config.display());
+                }
                 let servers: usize = cfg.services.iter().map(|s| s.servers.len()).sum();
                 println!("{}: OK ({} services, {} servers)", config.display(), cfg.services.len(), servers);
                 ExitCode::SUCCESS
@@ -387,6 +390,9 @@ fn run(path: PathBuf, cfg: Config) -> ExitCode {
             }
         };
         info!(version = env!("CARGO_PKG_VERSION"), workers = n, services = cfg.services.len(), "starting");
+        for w in config::loose_secret_files(&cfg) {
+            warn!("{w}");
+        }
         let exec = runtime::upgrade::Exec::current().ok();
         let inherited = match runtime::upgrade::inherit() {
             Ok(i) => i,
@@ -489,7 +495,12 @@ async fn reload(
     runtime::sdnotify::reloading();
     let outcome = match config::load(path) {
         Err(e) => Err(e.to_string()),
-        Ok(cfg) => running.reload(cfg).await.map_err(|e| e.to_string()),
+        Ok(cfg) => {
+            for w in config::loose_secret_files(&cfg) {
+                warn!("{w}");
+            }
+            running.reload(cfg).await.map_err(|e| e.to_string())
+        }
     };
     match &outcome {
         Ok(r) => {

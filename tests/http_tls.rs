@@ -988,6 +988,29 @@ fn check_reports_bad_certificate_files_with_their_location() {
     }
 }
 
+#[test]
+fn check_warns_about_a_private_key_others_can_read_but_accepts_it() {
+    use std::os::unix::fs::PermissionsExt;
+    let ca = Ca::new();
+    let mut files = Files::default();
+    let a = ca.leaf(&["a.example.org"]).write(&mut files, "a");
+    let text = format!(
+        "[global]\nworkers = 2\n\n[services.web]\nbind = \"127.0.0.1:1\"\nmode = \"http\"\n{}\n[[services.web.servers]]\nname = \"s1\"\naddress = \"127.0.0.1:2\"\n",
+        certificates(&[&a])
+    );
+    let path = files.write("check", "toml", &text);
+    for (mode, warned) in [(0o644, true), (0o600, false), (0o640, false)] {
+        std::fs::set_permissions(&a.key, std::fs::Permissions::from_mode(mode)).unwrap();
+        let out = run_cli(&["check", "--config", &path]);
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(0), "mode {mode:o}: a loose key is a warning, not an error: {stderr}");
+        let says = stderr.contains("warning: TLS private key")
+            && stderr.contains(&a.key)
+            && stderr.contains(&format!("{mode:04o}"));
+        assert_eq!(says, warned, "mode {mode:o}: stderr:\n{stderr}");
+    }
+}
+
 /// A WebSocket upgrade on a TLS listener: 101, then raw bytes both ways inside TLS (the
 /// noVNC console behind an https VIP).
 #[test]

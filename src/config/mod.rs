@@ -5,6 +5,7 @@ mod check;
 mod duration;
 pub mod http;
 pub mod model;
+mod secrets;
 mod validate;
 mod validate_http;
 
@@ -14,6 +15,7 @@ use std::path::Path;
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use http::*;
 pub use model::*;
+pub use secrets::loose_secret_files;
 pub use validate::{parse_bind, parse_server_addr, Problem};
 
 /// Why a configuration could not be loaded.
