@@ -443,9 +443,15 @@ fall = 2
         panic!("db1 not synced: traffic should go to db2 (whose responder resets), got {last:?}");
     }
 
-    // Nothing listening on db2's check port: down as well; db3 takes over.
+    // Nothing listening on db2's check port: down as well; db3 takes over. (The DOWN line
+    // looked for is the first one after the stop.)
+    let is_db2_down = is_line("server is DOWN", "galera", "db2");
+    let earlier = v.log().lines().filter(|l| is_db2_down(l)).count();
     r2.stop();
-    let down2 = wait_line(&v, WAIT, is_line("server is DOWN", "galera", "db2"), "db2 DOWN");
+    let down2 = poll(WAIT, Duration::from_millis(50), || {
+        v.log().lines().filter(|l| is_db2_down(l)).nth(earlier).map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no db2 DOWN line after its responder stopped:\n{}", v.log()));
     assert!(reason_of(&down2).to_lowercase().contains("refused"), "refused connect: {down2}");
     if let Err(last) = settle(bind, Some("db3"), 5) {
         panic!("db2's check port refused: traffic should go to db3, got {last:?}");

@@ -92,7 +92,7 @@ impl HttpProbe {
 impl Probe for HttpProbe {
     fn probe<'a>(&'a self, target: &'a Target) -> ProbeFuture<'a> {
         Box::pin(async move {
-            let stream = net::connect(target.addr, target.source, None)
+            let stream = net::connect_for_probe(target.addr, target.source)
                 .await
                 .map_err(|e| format!("connect to {}: {e}", target.addr))?;
             match &self.tls {
