@@ -140,3 +140,29 @@ fn http_requests_queue_for_a_full_server_then_get_503() {
         drop(v);
     }
 }
+
+#[test]
+fn a_reload_that_raises_maxconn_lets_waiting_clients_in() {
+    let a = Backend::echo_any("a");
+    let bind = free_addr();
+    let cfg = |max: u32| {
+        format!(
+            "{}[services.api]\nbind = \"{bind}\"\nmaxconn = {max}\n{}",
+            global(""),
+            servers("api", &[("a", a.addr, "")])
+        )
+    };
+    let v = Vipgate::start(&cfg(1), bind);
+    let (_one, _) = hold(bind);
+    let mut waiting = connect(bind);
+    assert_eq!(name_within(&mut waiting, Duration::from_millis(800)), None, "maxconn = 1 let a second client in");
+    std::fs::write(&v.config, cfg(4)).unwrap();
+    v.signal(libc::SIGHUP);
+    assert_eq!(
+        name_within(&mut waiting, Duration::from_secs(10)).as_deref(),
+        Some("a"),
+        "the raised limit did not let the waiting client in:\n{}",
+        v.log()
+    );
+    assert!(v.log().contains("accepting again"), "{}", v.log());
+}

@@ -1121,6 +1121,31 @@ fn weight_changed_by_reload_and_back_is_applied_each_time() {
 }
 
 #[test]
+fn disabled_set_and_cleared_by_reload_is_applied_each_time() {
+    let e1 = Backend::echo_any("e1");
+    let e2 = Backend::echo_any("e2");
+    let bind = free_addr();
+    let cfg = |off: bool| {
+        format!(
+            "{}\n[services.db]\nbind = \"{bind}\"\nbalance = \"roundrobin\"\n{}{}",
+            global(""),
+            server("db", "e1", e1.addr, ""),
+            server("db", "e2", e2.addr, &format!("disabled = {off}"))
+        )
+    };
+    let v = start(&cfg(true), &[bind]);
+    let mut reloader = Reloader::new(&v);
+    let count = |name: &str, seen: &[Option<String>]| seen.iter().filter(|n| n.as_deref() == Some(name)).count();
+
+    assert_eq!(count("e2", &names(bind, 8)), 0, "disabled from the start: e2 must take nothing");
+    reloader.reload(&v, &cfg(false));
+    let seen = names(bind, 8);
+    assert!(count("e2", &seen) >= 3, "enabled by reload: e2 should share the traffic: {seen:?}");
+    reloader.reload(&v, &cfg(true));
+    assert_eq!(count("e2", &names(bind, 8)), 0, "disabled again by reload: e2 must take nothing");
+}
+
+#[test]
 fn down_server_takes_traffic_again_when_the_reload_removes_its_check() {
     let e1 = Backend::echo_any("e1");
     let e2 = Backend::echo_any("e2");

@@ -10,13 +10,16 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
-use tracing::{debug, error, warn};
+use tracing::{debug, error, info, warn};
 
 use super::drain::Tracker;
 use super::Snapshot;
 use crate::config::Keepalive;
 use crate::net;
 use crate::proxy;
+
+/// While a service is at its maxconn, how often its listener reads the config again.
+const SLOT_RECHECK: Duration = Duration::from_secs(1);
 
 pub struct AcceptLoop {
     pub listener: TcpListener,
@@ -42,6 +45,7 @@ impl AcceptLoop {
     pub async fn run(mut self) {
         let mut backoff = Duration::from_millis(5);
         let mut slot = None;
+        let mut paused = false;
         loop {
             // The next client's place under the service's maxconn, taken before accepting:
             // at the limit the listener waits and clients wait in the kernel's backlog.
@@ -49,15 +53,25 @@ impl AcceptLoop {
                 let Some(service) = self.snapshot.load().service_for_bind(self.configured).cloned() else {
                     break;
                 };
-                if service.maxconn.is_some_and(|m| service.stats.current.load(Relaxed) >= u64::from(m)) {
+                if !paused && service.maxconn.is_some_and(|m| service.stats.current.load(Relaxed) >= u64::from(m)) {
+                    paused = true;
                     warn!(service = %service.name, bind = %self.bind, maxconn = service.maxconn.unwrap_or(0),
                         "service at its maxconn: not accepting until a connection ends");
                 }
                 slot = tokio::select! {
                     biased;
                     _ = self.stop.wait_for(|s| *s) => break,
-                    s = service.stats.slot(service.maxconn) => Some(s),
+                    s = tokio::time::timeout(SLOT_RECHECK, service.stats.slot(service.maxconn)) => s.ok(),
                 };
+                if slot.is_none() {
+                    // Still full: look at the service again, as a reload may have raised
+                    // its maxconn or handed this bind to another service.
+                    continue;
+                }
+                if paused {
+                    paused = false;
+                    info!(service = %service.name, bind = %self.bind, "accepting again");
+                }
             }
             let accepted = tokio::select! {
                 biased;
