@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::*;
 use http_backend::HttpBackend;
+use http_client::metric;
 use tokio::time::Instant;
 
 /// Resident memory of a process, in KiB.
@@ -62,16 +63,6 @@ fn resetting_backend(name: &str) -> Backend {
         std::thread::sleep(Duration::from_millis(100));
         reset(s);
     })
-}
-
-fn metric(admin: SocketAddr, name: &str, service: &str) -> f64 {
-    let text = http_client::get(admin, "/metrics", "").text();
-    let prefix = format!("{name}{{service=\"{service}\"");
-    text.lines()
-        .find(|l| l.starts_with(&prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
 }
 
 /// Read until EOF or error; how long it took. Panics if the peer neither closes nor

@@ -9,13 +9,14 @@ mod http_backend;
 mod http_client;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::time::Duration;
 
 use tokio::time::Instant;
 
 use common::*;
 use http_backend::HttpBackend;
+use http_client::metric;
 
 /// Connect and wait up to `wait` for the server's name line: None = nothing came (the
 /// client is queued, or refused: see `wait_closed`).
@@ -30,17 +31,6 @@ fn name_within(s: &mut TcpStream, wait: Duration) -> Option<String> {
         line.push(b[0]);
     }
     None
-}
-
-fn metric(admin: SocketAddr, name: &str, service: &str) -> f64 {
-    let r = http_client::get(admin, "/metrics", "");
-    let text = r.text();
-    let prefix = format!("{name}{{service=\"{service}\"");
-    text.lines()
-        .find(|l| l.starts_with(&prefix))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
 }
 
 #[test]

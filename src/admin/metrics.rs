@@ -605,8 +605,7 @@ address = "127.0.0.1:5001"
         db1.stats.connect_failures.store(3, Relaxed);
         db1.stats.probes_total.store(10, Relaxed);
         db1.stats.probe_failures.store(2, Relaxed);
-        db1.acquire();
-        db1.acquire();
+        assert!(db1.try_acquire() && db1.try_acquire());
         db1.record_probe(ProbeResult {
             ok: true,
             reason: "connected".into(),

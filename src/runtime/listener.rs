@@ -18,9 +18,6 @@ use crate::config::Keepalive;
 use crate::net;
 use crate::proxy;
 
-/// While a service is at its maxconn, how often its listener reads the config again.
-const SLOT_RECHECK: Duration = Duration::from_secs(1);
-
 pub struct AcceptLoop {
     pub listener: TcpListener,
     /// The bound address (the real port when the config said 0).
@@ -50,23 +47,24 @@ impl AcceptLoop {
             // The next client's place under the service's maxconn, taken before accepting:
             // at the limit the listener waits and clients wait in the kernel's backlog.
             if slot.is_none() {
+                // Each try reads the service again: a reload may have changed its maxconn
+                // or handed this bind to another service.
                 let Some(service) = self.snapshot.load().service_for_bind(self.configured).cloned() else {
                     break;
                 };
-                if !paused && service.maxconn.is_some_and(|m| service.stats.current.load(Relaxed) >= u64::from(m)) {
-                    paused = true;
-                    warn!(service = %service.name, bind = %self.bind, maxconn = service.maxconn.unwrap_or(0),
-                        "service at its maxconn: not accepting until a connection ends");
-                }
-                slot = tokio::select! {
-                    biased;
-                    _ = self.stop.wait_for(|s| *s) => break,
-                    s = tokio::time::timeout(SLOT_RECHECK, service.stats.slot(service.maxconn)) => s.ok(),
-                };
+                slot = service.stats.try_slot(service.maxconn);
                 if slot.is_none() {
-                    // Still full: look at the service again, as a reload may have raised
-                    // its maxconn or handed this bind to another service.
-                    continue;
+                    if !paused {
+                        paused = true;
+                        service.stats.maxconn_reached.fetch_add(1, Relaxed);
+                        warn!(service = %service.name, bind = %self.bind, maxconn = service.maxconn.unwrap_or(0),
+                            "service at its maxconn: not accepting until a connection ends");
+                    }
+                    tokio::select! {
+                        biased;
+                        _ = self.stop.wait_for(|s| *s) => break,
+                        _ = service.stats.room() => continue,
+                    }
                 }
                 if paused {
                     paused = false;

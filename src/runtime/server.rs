@@ -272,11 +272,6 @@ impl Server {
         self.active.load(Relaxed)
     }
 
-    #[cfg(test)]
-    pub(crate) fn acquire(&self) {
-        self.active.fetch_add(1, Relaxed);
-    }
-
     /// Take a slot if below `maxconn` (always, without one); exact under concurrency.
     pub(crate) fn try_acquire(&self) -> bool {
         let max = self.maxconn.load(Relaxed);

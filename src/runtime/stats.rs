@@ -48,26 +48,23 @@ impl Drop for ConnSlot {
 const PAUSE_RECHECK: Duration = Duration::from_millis(100);
 
 impl ServiceStats {
-    /// Count one more client connection, first waiting while `max` are open. A wait
-    /// means the listener does not accept: clients queue in the kernel's backlog.
-    pub async fn slot(self: &Arc<Self>, max: Option<u32>) -> ConnSlot {
-        let Some(max) = max else {
-            self.current.fetch_add(1, Relaxed);
-            return ConnSlot(Arc::clone(self));
+    /// Count one more client connection, unless `max` are open already.
+    pub fn try_slot(self: &Arc<Self>, max: Option<u32>) -> Option<ConnSlot> {
+        let taken = match max {
+            None => {
+                self.current.fetch_add(1, Relaxed);
+                true
+            }
+            Some(max) => self.current.fetch_update(Relaxed, Relaxed, |n| (n < u64::from(max)).then_some(n + 1)).is_ok(),
         };
-        let mut paused = false;
-        loop {
-            if self.current.fetch_update(Relaxed, Relaxed, |n| (n < u64::from(max)).then_some(n + 1)).is_ok() {
-                return ConnSlot(Arc::clone(self));
-            }
-            if !paused {
-                paused = true;
-                self.maxconn_reached.fetch_add(1, Relaxed);
-            }
-            tokio::select! {
-                _ = self.room.notified() => {}
-                _ = tokio::time::sleep(PAUSE_RECHECK) => {}
-            }
+        taken.then(|| ConnSlot(Arc::clone(self)))
+    }
+
+    /// Wait until a connection ends, or `PAUSE_RECHECK` at most, before trying again.
+    pub async fn room(&self) {
+        tokio::select! {
+            _ = self.room.notified() => {}
+            _ = tokio::time::sleep(PAUSE_RECHECK) => {}
         }
     }
 

@@ -109,3 +109,15 @@ pub fn read_response(s: &mut TcpStream) -> io::Result<Resp> {
     }
     Ok(Resp { status, headers, body })
 }
+
+/// One sample of the admin endpoint's `/metrics`: the first series of `name` whose labels
+/// start with `service`. Panics with the page if there is none.
+pub fn metric(admin: SocketAddr, name: &str, service: &str) -> f64 {
+    let text = get(admin, "/metrics", "").text();
+    let prefix = format!("{name}{{service=\"{service}\"");
+    text.lines()
+        .find(|l| l.starts_with(&prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
+}

@@ -65,8 +65,22 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Prefixed<S> {
 #[derive(Default)]
 pub struct Stall {
     /// Milliseconds; 0 = no bound.
-    pub limit_ms: std::sync::atomic::AtomicU64,
+    limit_ms: std::sync::atomic::AtomicU64,
     pub fired: std::sync::atomic::AtomicBool,
+}
+
+impl Stall {
+    pub fn new(limit: Option<std::time::Duration>) -> Stall {
+        let stall = Stall::default();
+        stall.set(limit);
+        stall
+    }
+
+    /// The bound from now on; `None` = none.
+    pub fn set(&self, limit: Option<std::time::Duration>) {
+        let ms = limit.map_or(0, |d| (d.as_millis() as u64).max(1));
+        self.limit_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 pub type StallLimit = std::sync::Arc<Stall>;

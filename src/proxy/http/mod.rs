@@ -191,11 +191,7 @@ pub async fn handle(a: Accepted) {
         },
         _ => (a.peer, a.local),
     };
-    let limit_ms = |d: Option<Duration>| d.map_or(0, |d| (d.as_millis() as u64).max(1));
-    let stall_limit: io::StallLimit = Arc::new(io::Stall {
-        limit_ms: std::sync::atomic::AtomicU64::new(limit_ms(a.service.client_timeout)),
-        fired: std::sync::atomic::AtomicBool::new(false),
-    });
+    let stall_limit: io::StallLimit = Arc::new(io::Stall::new(a.service.client_timeout));
     let stream = io::WriteStall::new(a.stream, Arc::clone(&stall_limit));
     let ctx = Arc::new(ConnCtx {
         service: Arc::clone(&a.service),

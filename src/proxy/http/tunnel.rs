@@ -31,8 +31,7 @@ pub(super) fn spawn(ctx: Arc<ConnCtx>, client: OnUpgrade, server: OnUpgrade, lea
         let mut server = TokioIo::new(server);
         let idle = ctx.http.cfg.tunnel_timeout;
         // A tunnel's writes may stall as long as it may idle (a console left open).
-        let stall_ms = idle.map_or(0, |d| (d.as_millis() as u64).max(1));
-        ctx.stall_limit.limit_ms.store(stall_ms, std::sync::atomic::Ordering::Relaxed);
+        ctx.stall_limit.set(idle);
         let (mut up, mut down) = (0u64, 0u64);
         let closing = async move {
             // Drop the borrow guard at once: it must not live across an await.
