@@ -447,3 +447,119 @@ fn slow_readers_hold_bounded_memory_and_are_closed_by_the_timeout() {
     assert!(v.log().contains("client_timeout"), "the close is not attributed to client_timeout:\n{}", v.log());
     drop(readers);
 }
+
+/// POST `total` bytes to `path` in `chunk`-byte writes, one every `every`; the response.
+fn paced_post(bind: SocketAddr, path: &str, total: usize, chunk: usize, every: Duration) -> (TcpStream, Duration) {
+    let mut s = connect(bind);
+    s.write_all(format!("POST {path} HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n").as_bytes()).unwrap();
+    let started = Instant::now();
+    let mut sent = 0;
+    while sent < total {
+        let n = chunk.min(total - sent);
+        // Writes fail once vipgate has answered and closed: the rest is not wanted.
+        if s.write_all(&vec![b'b'; n]).is_err() {
+            break;
+        }
+        sent += n;
+        std::thread::sleep(every);
+    }
+    (s, started.elapsed())
+}
+
+#[test]
+fn a_request_body_below_min_body_rate_gets_408_and_steady_or_server_paced_ones_pass() {
+    let app = HttpBackend::start("app");
+    let bind = free_addr();
+    // server_timeout (1 s) is shorter than every upload here: it bounds a server that sits
+    // idle, not an upload that goes on.
+    let cfg = format!(
+        "{}[services.api]\nbind = \"{bind}\"\nmode = \"http\"\nclient_timeout = \"20s\"\nserver_timeout = \"1s\"\n\
+         min_body_rate = 4000\nbody_rate_window = \"1s\"\nobserve_errors = 1\n\
+         [services.api.check]\nkind = \"tcp\"\ninterval = \"10s\"\nrise = 10\n{}",
+        global(""),
+        servers("api", &[("app", app.addr, "")])
+    );
+    // A second service whose floor (4 MB/s) is above what its server takes (2.5 MB/s).
+    let bulk = free_addr();
+    let cfg = format!(
+        "{cfg}[services.bulk]\nbind = \"{bulk}\"\nmode = \"http\"\nclient_timeout = \"20s\"\nserver_timeout = \"20s\"\n\
+         min_body_rate = 4000000\nbody_rate_window = \"1s\"\nobserve_errors = 1\n\
+         [services.bulk.check]\nkind = \"tcp\"\ninterval = \"10s\"\nrise = 10\n{}",
+        servers("bulk", &[("app", app.addr, "")])
+    );
+    let mut v = Vipgate::start(&cfg, bind);
+    v.wait_ready(bulk);
+
+    // 100 bytes every 100 ms (1 kB/s): each byte well inside client_timeout, but under
+    // the floor, so the first second of waiting ends it.
+    let slow = std::thread::spawn(move || {
+        let mut s = connect(bind);
+        s.write_all(b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n").unwrap();
+        let started = Instant::now();
+        let mut sent = 0;
+        // Bounded: 100 writes is 10 s, far past when vipgate should answer.
+        for _ in 0..100 {
+            if s.write_all(&[b's'; 100]).is_err() {
+                break;
+            }
+            sent += 100;
+            std::thread::sleep(Duration::from_millis(100));
+            let mut peek = [0u8; 1];
+            s.set_nonblocking(true).unwrap();
+            let answered = s.peek(&mut peek).is_ok();
+            s.set_nonblocking(false).unwrap();
+            if answered {
+                break;
+            }
+        }
+        let resp = http_client::read_response(&mut s);
+        (resp, started.elapsed(), sent)
+    });
+    // Steady: 4 kB every 100 ms (40 kB/s) for 2.5 s, more than server_timeout.
+    let steady = std::thread::spawn(move || {
+        let (mut s, took) = paced_post(bind, "/steady", 100_000, 4000, Duration::from_millis(100));
+        (http_client::read_response(&mut s), took)
+    });
+    // Server-paced: the client sends 12 MB at once and the server reads 2.5 MB/s, under
+    // bulk's 4 MB/s floor. The floor counts only time spent waiting on the client, and
+    // here the client is never what vipgate waits on.
+    let paced = std::thread::spawn(move || {
+        let mut s = connect(bulk);
+        let total = 12 << 20;
+        s.write_all(
+            format!("POST /paced?read_bps=2500000 HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n\r\n").as_bytes(),
+        )
+        .unwrap();
+        let started = Instant::now();
+        let _ = s.write_all(&vec![b'p'; total]);
+        (http_client::read_response(&mut s), started.elapsed())
+    });
+
+    let (slow_resp, slow_took, sent) = slow.join().unwrap();
+    let slow_resp = slow_resp.expect("a response to the slow body");
+    println!("slow body: {} after {slow_took:?} and {sent} bytes", slow_resp.status);
+    assert_eq!(slow_resp.status, 408, "{}", v.log());
+    assert!(slow_took < Duration::from_secs(6), "408 only after {slow_took:?}");
+    assert_eq!(slow_resp.header("connection"), Some("close"));
+    let line = v.log().lines().find(|l| l.contains("path=/upload")).map(str::to_string).unwrap_or_default();
+    assert!(line.contains("min_body_rate") && line.contains("status=408"), "{line}\n{}", v.log());
+
+    let (steady_resp, steady_took) = steady.join().unwrap();
+    let steady_resp = steady_resp.expect("a response to the steady body");
+    println!("steady body: {} after {steady_took:?}", steady_resp.status);
+    assert_eq!(steady_resp.status, 200, "{}", v.log());
+    assert_eq!(steady_resp.field("body_len").as_deref(), Some("100000"));
+
+    let (paced_resp, paced_took) = paced.join().unwrap();
+    let paced_resp = paced_resp.expect("a response to the server-paced body");
+    println!("server-paced body: {} after {paced_took:?}", paced_resp.status);
+    assert_eq!(paced_resp.status, 200, "{}", v.log());
+    assert_eq!(paced_resp.field("body_len").as_deref(), Some("12582912"));
+    // Kernel buffers take the first few MB at once; the rest comes at the server's pace.
+    assert!(paced_took > Duration::from_secs(3), "the server did not pace the upload ({paced_took:?})");
+
+    // The slow client is not the server's fault: with observe_errors = 1 a passive
+    // failure would have taken `app` down.
+    assert!(!v.log().contains("passive health"), "{}", v.log());
+    assert_eq!(http_client::get(bind, "/", "").status, 200);
+}

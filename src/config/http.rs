@@ -101,6 +101,10 @@ pub struct Http {
     pub max_header_bytes: usize,
     /// Most request headers (431 above it).
     pub max_headers: usize,
+    /// Least a client must send of a request body, in bytes per second, over every
+    /// `body_rate_window` of time spent waiting on it (408 below it); 0 = no floor.
+    pub min_body_rate: u64,
+    pub body_rate_window: Duration,
     /// Accept HTTP/2 with prior knowledge on a plain-text listener.
     pub h2c: bool,
     /// Speak HTTP/2 to servers (prior knowledge on plain TCP, ALPN on TLS).
@@ -144,6 +148,9 @@ impl Default for Http {
             tunnel_timeout: Some(Duration::from_secs(3600)),
             max_header_bytes: 32 * 1024,
             max_headers: 100,
+            // Apache's mod_reqtimeout default (MinRate=500), measured per 20 s.
+            min_body_rate: 500,
+            body_rate_window: Duration::from_secs(20),
             h2c: false,
             server_http2: false,
             pool_max_idle: 1024,

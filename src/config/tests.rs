@@ -229,3 +229,27 @@ fn pool_check_mistakes_are_named() {
     let p = problems(&POOLS.replace("disabled = true", "disabled = \"yes\""));
     assert!(p.iter().any(|l| l.contains("disabled")), "{p:?}");
 }
+
+#[test]
+fn body_rate_floor_defaults_merges_and_rejects_nonsense() {
+    let http = |c: &Config| c.services[0].http.clone().unwrap();
+    let c = parse(POOLS, "x").unwrap();
+    assert_eq!((http(&c).min_body_rate, http(&c).body_rate_window), (500, Duration::from_secs(20)));
+
+    let set = POOLS
+        .replace("[defaults.check]", "[defaults]\nmin_body_rate = 0\n[defaults.check]")
+        .replace("mode = \"http\"", "mode = \"http\"\nbody_rate_window = \"5s\"");
+    let c = parse(&set, "x").unwrap();
+    assert_eq!((http(&c).min_body_rate, http(&c).body_rate_window), (0, Duration::from_secs(5)));
+
+    let bad = POOLS.replace("mode = \"http\"", "mode = \"http\"\nmin_body_rate = -5\nbody_rate_window = \"200ms\"");
+    let p = problems(&bad);
+    assert!(
+        p.iter().any(|l| l.contains("t.toml:8:") && l.contains("\"min_body_rate\" must be a whole number")),
+        "{p:?}"
+    );
+    assert!(
+        p.iter().any(|l| l.contains("t.toml:9:") && l.contains("\"body_rate_window\" must be at least \"1s\"")),
+        "{p:?}"
+    );
+}

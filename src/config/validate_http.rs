@@ -16,6 +16,8 @@ pub(super) const HTTP_KEYS: &[&str] = &[
     "tunnel_timeout",
     "max_header_bytes",
     "max_headers",
+    "min_body_rate",
+    "body_rate_window",
     "h2c",
     "http2",
     "server_http2",
@@ -52,6 +54,8 @@ pub(super) struct HttpFields {
     tunnel_timeout: Option<Option<Duration>>,
     max_header_bytes: Option<usize>,
     max_headers: Option<usize>,
+    min_body_rate: Option<u64>,
+    body_rate_window: Option<Duration>,
     h2c: Option<bool>,
     http2: Option<bool>,
     server_http2: Option<bool>,
@@ -97,6 +101,8 @@ impl HttpFields {
             tunnel_timeout,
             max_header_bytes,
             max_headers,
+            min_body_rate,
+            body_rate_window,
             h2c,
             http2,
             server_http2,
@@ -150,6 +156,8 @@ impl HttpFields {
             tunnel_timeout: self.tunnel_timeout.unwrap_or(d.tunnel_timeout),
             max_header_bytes: self.max_header_bytes.unwrap_or(d.max_header_bytes),
             max_headers: self.max_headers.unwrap_or(d.max_headers),
+            min_body_rate: self.min_body_rate.unwrap_or(d.min_body_rate),
+            body_rate_window: self.body_rate_window.unwrap_or(d.body_rate_window),
             h2c: self.h2c.unwrap_or(d.h2c),
             server_http2: self.server_http2.unwrap_or(d.server_http2),
             pool_max_idle: self.pool_max_idle.unwrap_or(d.pool_max_idle),
@@ -197,6 +205,17 @@ impl Validator {
             "tunnel_timeout" => f.tunnel_timeout = self.timeout(key, value),
             "max_header_bytes" => f.max_header_bytes = self.integer(key, value, 1024, 1 << 20).map(|n| n as usize),
             "max_headers" => f.max_headers = self.integer(key, value, 8, 1000).map(|n| n as usize),
+            "min_body_rate" => f.min_body_rate = self.integer(key, value, 0, 1 << 40).map(|n| n as u64),
+            "body_rate_window" => {
+                f.body_rate_window = self.positive_duration(key, value).filter(|d| {
+                    // Shorter windows would judge a client by single TCP bursts.
+                    let ok = *d >= Duration::from_secs(1);
+                    if !ok {
+                        self.err(value.span(), "\"body_rate_window\" must be at least \"1s\"".to_string());
+                    }
+                    ok
+                })
+            }
             "h2c" => f.h2c = self.boolean(key, value),
             "http2" => f.http2 = self.boolean(key, value),
             "server_http2" => f.server_http2 = self.boolean(key, value),

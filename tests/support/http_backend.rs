@@ -171,7 +171,10 @@ async fn handle(
         report.push_str(&format!("h:{}={}\n", k, String::from_utf8_lossy(v.as_bytes())));
     }
     let host = req.headers().get("host").and_then(|h| h.to_str().ok()).unwrap_or("").to_string();
-    // Drain the body: length and a simple checksum.
+    // Drain the body: length and a simple checksum; `read_bps` reads it no faster than
+    // that many bytes a second (a server writing an upload to slow storage).
+    let read_bps = query(&req, "read_bps");
+    let reading = tokio::time::Instant::now();
     let mut body = req.into_body();
     let (mut len, mut sum) = (0u64, 0u64);
     while let Some(frame) = body.frame().await {
@@ -181,6 +184,9 @@ async fn handle(
                     len += d.len() as u64;
                     for b in d.iter() {
                         sum = sum.wrapping_mul(31).wrapping_add(u64::from(*b));
+                    }
+                    if let Some(bps) = read_bps.filter(|b| *b > 0) {
+                        tokio::time::sleep_until(reading + Duration::from_millis(len * 1000 / bps)).await;
                     }
                 }
             }

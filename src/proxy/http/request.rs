@@ -5,6 +5,7 @@
 use std::convert::Infallible;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
+use std::time::Duration;
 
 use http::header::{self, HeaderValue};
 use http::uri::{Authority, PathAndQuery, Scheme};
@@ -12,10 +13,11 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::Body;
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::time::Instant;
+use hyper::client::conn::TrySendError;
+use tokio::time::{sleep_until, Instant};
 use tracing::{info, warn};
 
-use super::body::{ms_since, ProxyBody, Tracked};
+use super::body::{ms_since, Ending, Progress, ProxyBody, Tracked};
 use super::upstream::Sender;
 use super::{errors, tunnel, ConnCtx};
 use crate::balance::{Lease, NoPick, Pool, Tried};
@@ -119,6 +121,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     }
 
     // Upgrades are an HTTP/1.1 affair; take the client's side before the body moves on.
+    let client_h1 = req.version() < Version::HTTP_2;
     let upgrade = (req.version() == Version::HTTP_11).then(|| rules::is_upgrade(req.headers())).flatten();
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
@@ -132,7 +135,12 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     let method = parts.method.clone();
     let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
     let bodiless = body.is_end_stream();
-    let body = Tracked::new(body, ctx.service.client_timeout, Arc::clone(&log.bytes_in)).boxed_unsync();
+    // Tells the wait for an answer whether the server or the client is the slow one.
+    let progress = Arc::new(Progress::new());
+    let body = Tracked::new(body, ctx.service.client_timeout, Arc::clone(&log.bytes_in))
+        .min_rate(cfg.min_body_rate, cfg.body_rate_window)
+        .progress(Arc::clone(&progress))
+        .boxed_unsync();
     // For resending on a stale keep-alive connection (idempotent and bodiless only).
     let saved = (idempotent && bodiless).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let mut req = Some(Request::from_parts(parts, body));
@@ -197,15 +205,10 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         };
         set_target(&mut outgoing, &sender, &server.address(), host.as_deref(), http.connector.tls.is_some());
         let sent_at = Instant::now();
-        let result = match ctx.service.server_timeout {
-            Some(t) => match tokio::time::timeout(t, sender.send(outgoing)).await {
-                Ok(r) => r,
-                Err(_) => {
-                    crate::proxy::passive_failure(&ctx.service, &server, &"no answer within server_timeout");
-                    return log.answer(StatusCode::GATEWAY_TIMEOUT, "the server did not answer within server_timeout");
-                }
-            },
-            None => sender.send(outgoing).await,
+        progress.touch();
+        let Some(result) = send_watched(&mut sender, outgoing, ctx.service.server_timeout, &progress).await else {
+            crate::proxy::passive_failure(&ctx.service, &server, &"no answer within server_timeout");
+            return log.answer(StatusCode::GATEWAY_TIMEOUT, "the server did not answer within server_timeout");
         };
         log.response_ms = ms_since(sent_at);
         ctx.service.stats.latency.observe(sent_at.elapsed());
@@ -217,6 +220,15 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                 break (lease, conn_pool, sender, resp);
             }
             Err(mut e) => {
+                if let Some(why) = progress.slow() {
+                    let mut resp =
+                        log.answer(StatusCode::REQUEST_TIMEOUT, &format!("the client sent its body too slowly: {why}"));
+                    if client_h1 {
+                        // The rest of the body is unread; the connection cannot carry another request.
+                        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+                    }
+                    return resp;
+                }
                 let error = e.error().to_string();
                 if let Some(back) = e.take_message() {
                     // Never left: the connection was already closing. Try a fresh one.
@@ -277,12 +289,17 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         server.stats.bytes_out.fetch_add(log.bytes_out.load(Relaxed), Relaxed);
         drop(lease);
         match ending {
-            super::body::Ending::Complete => {
+            Ending::Complete => {
                 pool_ref.checkin(sender);
                 log.write(status, None);
             }
-            super::body::Ending::Error => log.write(status, Some("response body failed")),
-            super::body::Ending::Dropped => {
+            Ending::Error | Ending::TooSlow(_) if progress.slow().is_some() => {
+                let why = progress.slow().map(|w| w.to_string()).unwrap_or_default();
+                log.write(status, Some(&format!("the client sent its body too slowly: {why}")))
+            }
+            Ending::Error => log.write(status, Some("response body failed")),
+            Ending::TooSlow(why) => log.write(status, Some(&format!("server_timeout: response body: {why}"))),
+            Ending::Dropped => {
                 if sender.is_h2() {
                     pool_ref.checkin(sender);
                 }
@@ -296,6 +313,31 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         }
     });
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// Send and wait for the response head; `None` when the server sat idle for
+/// `server_timeout`: neither taking the request body nor answering, while the body was not
+/// waiting on the client (whose own limits, `client_timeout` and `min_body_rate`, apply).
+async fn send_watched(
+    sender: &mut Sender,
+    req: Request<ProxyBody>,
+    server_timeout: Option<Duration>,
+    progress: &Progress,
+) -> Option<Result<Response<Incoming>, TrySendError<Request<ProxyBody>>>> {
+    let send = sender.send(req);
+    let Some(t) = server_timeout else { return Some(send.await) };
+    tokio::pin!(send);
+    loop {
+        let since = progress.last();
+        tokio::select! {
+            r = &mut send => return Some(r),
+            _ = sleep_until(since + t) => {
+                if !progress.waiting_on_client() && progress.last() == since {
+                    return None;
+                }
+            }
+        }
+    }
 }
 
 async fn pick(pool: &Pool, ctx: &ConnCtx, wanted: Option<&str>, tried: &Tried) -> Result<Lease, NoPick> {
