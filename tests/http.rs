@@ -273,6 +273,57 @@ fn h2c_prior_knowledge_from_a_client() {
     assert!(text[0].contains("h:host=api.example"), "the :authority becomes Host for an HTTP/1.1 server:\n{}", text[0]);
 }
 
+#[test]
+fn an_idle_h2c_connection_is_closed_after_header_timeout_but_a_busy_one_is_not() {
+    let b = HttpBackend::start("b1");
+    let bind = free_addr();
+    let v = start(&http_service(bind, "h2c = true\nheader_timeout = \"1s\"\n", &[&b]), bind);
+
+    // The preface and an empty SETTINGS frame, then nothing.
+    let mut idle = connect(bind);
+    idle.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").unwrap();
+    let opened = Instant::now();
+    let mut seen = Vec::new();
+    idle.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+    let ended = idle.read_to_end(&mut seen);
+    let took = opened.elapsed();
+    assert!(ended.is_ok(), "the idle connection was not closed within 15 s: {ended:?}\n{}", v.log());
+    // Frame types in what came back: 9-byte headers, the type in the fourth byte.
+    let mut types = Vec::new();
+    let mut at = 0;
+    while at + 9 <= seen.len() {
+        let len = (usize::from(seen[at]) << 16) | (usize::from(seen[at + 1]) << 8) | usize::from(seen[at + 2]);
+        types.push(seen[at + 3]);
+        at += 9 + len;
+    }
+    println!("idle h2c connection closed after {took:?}; frame types {types:?}");
+    assert!(types.contains(&7), "no GOAWAY before the close: {types:?}");
+    assert!(took >= Duration::from_millis(900) && took < Duration::from_secs(6), "closed after {took:?}");
+
+    // A request that runs longer than header_timeout keeps its connection, and the
+    // connection takes another request after it.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        use http_body_util::{BodyExt, Empty};
+        let tcp = tokio::net::TcpStream::connect(bind).await.expect("connect to vipgate");
+        let (mut send, conn) = hyper::client::conn::http2::handshake(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .expect("h2 handshake with vipgate");
+        tokio::spawn(conn);
+        for path in ["/slow?ms=2500", "/after"] {
+            let req =
+                http::Request::get(format!("http://api.example{path}")).body(Empty::<bytes::Bytes>::new()).unwrap();
+            let resp = send.send_request(req).await.unwrap_or_else(|e| panic!("{path}: {e}"));
+            assert_eq!(resp.status(), 200, "{path}");
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            assert!(String::from_utf8_lossy(&body).contains("server=b1"));
+        }
+    });
+}
+
 /// Peak resident memory of a process (VmHWM), in KiB.
 fn peak_rss_kib(pid: i32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();

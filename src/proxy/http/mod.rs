@@ -12,6 +12,7 @@ pub mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -135,6 +136,8 @@ pub(crate) struct ConnCtx {
     pub accepted: Instant,
     /// When the previous request on this connection ended (for the head timing).
     pub last_end: Mutex<Instant>,
+    /// Requests begun and not yet ended (their response bodies included).
+    pub open_requests: AtomicUsize,
     /// With `send_proxy`, server connections carry this client's address and are not shared.
     pub private: Mutex<Vec<(String, Arc<ConnPool>)>>,
     pub tracker: Tracker,
@@ -145,6 +148,14 @@ pub(crate) struct ConnCtx {
 }
 
 impl ConnCtx {
+    /// Since when no request has been open on this connection; now while one is.
+    fn idle_since(&self) -> Instant {
+        if self.open_requests.load(Relaxed) > 0 {
+            return Instant::now();
+        }
+        self.last_end.lock().map(|t| *t).unwrap_or_else(|_| Instant::now())
+    }
+
     fn pool_for(&self, server: &str) -> Option<Arc<ConnPool>> {
         if self.service.send_proxy.is_none() {
             return self.http.pools.get(server).cloned();
@@ -201,6 +212,7 @@ pub async fn handle(a: Accepted) {
         tls: http.tls.is_some(),
         accepted,
         last_end: Mutex::new(accepted),
+        open_requests: AtomicUsize::new(0),
         private: Mutex::new(Vec::new()),
         tracker: a.tracker.clone(),
         close_all: a.close_all.clone(),
@@ -313,7 +325,8 @@ where
     let service = service_fn(move |req| request::serve(Arc::clone(&svc_ctx), req));
     let conn = builder.serve_connection(TokioIo::new(io), service).with_upgrades();
     tokio::pin!(conn);
-    drive(conn, |c| c.graceful_shutdown(), &ctx, stop, close_all).await
+    // hyper's header_read_timeout already bounds an idle HTTP/1.1 connection.
+    drive(conn, |c| c.graceful_shutdown(), &ctx, None, stop, close_all).await
 }
 
 async fn serve_h2<S>(io: S, ctx: Arc<ConnCtx>, stop: watch::Receiver<bool>, close_all: watch::Receiver<bool>)
@@ -329,28 +342,55 @@ where
     let service = service_fn(move |req| request::serve(Arc::clone(&svc_ctx), req));
     let conn = builder.serve_connection(TokioIo::new(io), service);
     tokio::pin!(conn);
-    drive(conn, |c| c.graceful_shutdown(), &ctx, stop, close_all).await
+    // hyper has no idle limit for HTTP/2: without this, a client that opens a connection
+    // and never sends a request would hold it for ever.
+    let idle = ctx.http.cfg.header_timeout;
+    drive(conn, |c| c.graceful_shutdown(), &ctx, Some(idle), stop, close_all).await
 }
 
 /// Run a served client connection (HTTP/1.1 or HTTP/2) to its end. When the listener
 /// closes, finish the request in flight and close; when the grace period is over, drop it.
+/// With `idle`, a connection with no request open for that long is closed gracefully.
 async fn drive<C>(
     mut conn: std::pin::Pin<&mut C>,
     graceful_shutdown: fn(std::pin::Pin<&mut C>),
     ctx: &ConnCtx,
+    idle: Option<Duration>,
     mut stop: watch::Receiver<bool>,
     mut close_all: watch::Receiver<bool>,
 ) where
     C: std::future::Future<Output = Result<(), hyper::Error>>,
 {
     let mut stopping = false;
+    // After an idle close begins: a client that never answers the GOAWAY's PING would
+    // hold the connection open, so it gets one more `idle` and is then dropped.
+    let mut drop_at: Option<Instant> = None;
     loop {
+        let idle_check = async {
+            match (idle, drop_at) {
+                (_, Some(at)) => tokio::time::sleep_until(at).await,
+                (Some(d), None) if !stopping => tokio::time::sleep_until(ctx.idle_since() + d).await,
+                _ => std::future::pending().await,
+            }
+        };
         tokio::select! {
             r = conn.as_mut() => {
                 if let Err(e) = r {
                     debug!(client = %ctx.client, error = %e, "client connection ended");
                 }
                 return;
+            }
+            _ = idle_check => {
+                if drop_at.is_some_and(|at| at <= Instant::now()) {
+                    debug!(client = %ctx.client, service = %ctx.service.name, "dropping an idle HTTP/2 connection that did not close");
+                    return;
+                }
+                if let Some(d) = idle.filter(|d| !stopping && ctx.idle_since().elapsed() >= *d) {
+                    debug!(client = %ctx.client, service = %ctx.service.name, idle = ?d, "closing an idle HTTP/2 connection");
+                    stopping = true;
+                    drop_at = Some(Instant::now() + d);
+                    graceful_shutdown(conn.as_mut());
+                }
             }
             _ = stop.wait_for(|s| *s), if !stopping => {
                 stopping = true;

@@ -37,6 +37,16 @@ struct Log {
     bytes_out: Arc<AtomicU64>,
 }
 
+impl Drop for Log {
+    /// The request is over, its response body included (the log travels with it).
+    fn drop(&mut self) {
+        if let Ok(mut last) = self.ctx.last_end.lock() {
+            *last = Instant::now();
+        }
+        self.ctx.open_requests.fetch_sub(1, Relaxed);
+    }
+}
+
 impl Log {
     fn write(&self, status: u16, error: Option<&str>) {
         let c = &self.ctx;
@@ -53,9 +63,6 @@ impl Log {
                 t_connect_ms = self.connect_ms, t_response_ms = self.response_ms, t_total_ms = total, error = %e, "request")
             }
         }
-        if let Ok(mut last) = c.last_end.lock() {
-            *last = Instant::now();
-        }
     }
 
     /// A response vipgate makes itself.
@@ -67,6 +74,7 @@ impl Log {
 
 pub(super) async fn serve(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
     let started = Instant::now();
+    ctx.open_requests.fetch_add(1, Relaxed);
     let headers_ms = ctx.last_end.lock().map(|t| started.saturating_duration_since(*t).as_millis() as u64).unwrap_or(0);
     let log = Log {
         ctx: Arc::clone(&ctx),
