@@ -755,6 +755,43 @@ fn down_server_stays_down_across_reloads_until_rise_probes_pass() {
     println!("down server: UP again {} ms after its backend returned, after {probes} probes", took.as_millis());
 }
 
+#[test]
+fn a_rising_server_keeps_its_passed_probes_across_a_reload() {
+    let mut s1 = Backend::echo_any("s1");
+    let s2 = Backend::echo_any("s2");
+    let bind = free_addr();
+    let rise = 3;
+    let (a1, a2) = (s1.addr, s2.addr);
+    // 1.5 s between probes leaves room to reload between two of them.
+    let cfg = |w: u32| {
+        format!(
+            "{}\n[services.db]\nbind = \"{bind}\"\n{}{}{}",
+            global(""),
+            check("db", "1500ms", rise, 2),
+            server("db", "s1", a1, ""),
+            server("db", "s2", a2, &format!("weight = {w}\n")),
+        )
+    };
+    let v = start(&cfg(1), &[bind]);
+    let mut reloader = Reloader::new(&v);
+    v.wait_log_line(WAIT, up_line("s1")).expect("s1 up");
+    s1.stop();
+    v.wait_log_line(WAIT, down_line("s1")).unwrap_or_else(|| panic!("s1 never marked DOWN:\n{}", v.log()));
+
+    let before = s1.accepted.load(SeqCst);
+    let mark = Tail::at_end(&v).pos;
+    s1.restart();
+    let mut tail = Tail::at(&v, mark);
+    tail.wait(WAIT, |l| l.contains("going up") && field(l, "server").as_deref() == Some("s1"))
+        .unwrap_or_else(|| panic!("s1 never passed a probe:\n{}", v.log()));
+    // One pass counted; the reload (which restarts every check) must not forget it.
+    reloader.reload(&v, &cfg(2));
+    tail.wait(WAIT, up_line("s1")).unwrap_or_else(|| panic!("s1 never came back UP:\n{}", v.log()));
+    let probes = s1.accepted.load(SeqCst) - before;
+    println!("s1 UP after {probes} probes, a reload after the first");
+    assert_eq!(probes, rise as usize, "rise is {rise}: the reload restarted the count\n{}", v.log());
+}
+
 /// An HTTP health responder on its own port: answers 200 after `delay_ms`, and records
 /// what the traffic backend had accepted when the first probe arrived and when it was
 /// answered.

@@ -101,12 +101,13 @@ struct CheckJob {
 
 impl CheckJob {
     async fn run(mut self, first: oneshot::Sender<()>) {
-        // A server kept across a reload goes on from its state; a new one is decided by
-        // its first probe.
+        // A server kept across a reload goes on from its state and streak; a new one is
+        // decided by its first probe.
+        let (rise, fall, streak) = (self.check.rise, self.check.fall, self.server.streak());
         let mut state = match self.server.health() {
-            Health::Unchecked => HealthState::new(self.check.rise, self.check.fall),
-            Health::Up | Health::GoingDown => HealthState::resume(self.check.rise, self.check.fall, true),
-            Health::Down | Health::GoingUp => HealthState::resume(self.check.rise, self.check.fall, false),
+            Health::Unchecked => HealthState::new(rise, fall),
+            Health::Up | Health::GoingDown => HealthState::resume(rise, fall, true, streak),
+            Health::Down | Health::GoingUp => HealthState::resume(rise, fall, false, streak),
         };
         let mut first = Some(first);
         let mut delay = Duration::ZERO;
@@ -159,6 +160,7 @@ impl CheckJob {
         self.server.record_probe(ProbeResult { ok, reason: reason.clone(), duration: took, at: SystemTime::now() });
         let before = self.server.health();
         let transition = state.observe(ok);
+        self.server.set_streak(state.streak());
         let now = match (state.is_up(), state.transitioning()) {
             (true, false) => Health::Up,
             (true, true) => Health::GoingDown,

@@ -30,11 +30,21 @@ impl HealthState {
     }
 
     /// Go on from a state already known (a server kept across a reload): no first-probe
-    /// verdict, the usual `rise`/`fall` from here.
-    pub fn resume(rise: u32, fall: u32, up: bool) -> Self {
+    /// verdict, and the `streak` of probes already counted toward a change still counts
+    /// (short of completing it, should the reload have lowered `rise` or `fall`).
+    pub fn resume(rise: u32, fall: u32, up: bool, streak: u32) -> Self {
         let mut s = HealthState::new(rise, fall);
-        s.health = Some(if up { s.top() } else { 0 });
+        s.health = Some(if up { s.top() - streak.min(s.fall - 1) } else { streak.min(s.rise - 1) });
         s
+    }
+
+    /// Probes in a row toward a pending change: passes while down, failures while up.
+    pub fn streak(&self) -> u32 {
+        match self.health {
+            Some(h) if h >= self.rise => self.top() - h,
+            Some(h) => h,
+            None => 0,
+        }
     }
 
     fn top(&self) -> u32 {
@@ -111,6 +121,40 @@ mod tests {
                 }
             })
             .collect()
+    }
+
+    #[test]
+    fn resume_keeps_the_streak_toward_a_change() {
+        // Down with 2 of rise 3 passes: one more brings it up.
+        let mut s = HealthState::resume(3, 2, false, 2);
+        assert_eq!((s.is_up(), s.streak()), (false, 2));
+        assert_eq!(s.observe(true), Some(Transition::WentUp));
+        // Up with 1 of fall 2 failures: one more takes it down.
+        let mut s = HealthState::resume(3, 2, true, 1);
+        assert!(s.transitioning());
+        assert_eq!(s.observe(false), Some(Transition::WentDown));
+        // A streak longer than the new thresholds allow stops one short of the change.
+        let mut s = HealthState::resume(2, 2, false, 5);
+        assert_eq!(s.streak(), 1);
+        assert_eq!(s.observe(true), Some(Transition::WentUp));
+        let s = HealthState::resume(2, 3, true, 9);
+        assert_eq!((s.is_up(), s.streak()), (true, 2));
+        // No streak: as before.
+        assert_eq!(HealthState::resume(2, 3, true, 0).streak(), 0);
+        assert!(!HealthState::resume(2, 3, true, 0).transitioning());
+    }
+
+    #[test]
+    fn streak_follows_observations() {
+        let mut s = HealthState::new(3, 3);
+        s.observe(false);
+        s.observe(true);
+        s.observe(true);
+        assert_eq!((s.is_up(), s.streak()), (false, 2));
+        s.observe(true);
+        assert_eq!((s.is_up(), s.streak()), (true, 0));
+        s.observe(false);
+        assert_eq!(s.streak(), 1);
     }
 
     #[test]

@@ -109,6 +109,9 @@ pub struct Server {
     pub(crate) hash_key: u64,
     up: AtomicBool,
     health: AtomicU8,
+    /// Probes in a row toward a pending change (passes while down, failures while up), so
+    /// that a reload, which restarts the checks, does not start that count again.
+    streak: AtomicU32,
     admin: AtomicU8,
     active: AtomicU32,
     /// Consecutive failures of real traffic (passive health).
@@ -156,6 +159,7 @@ impl Server {
             health: AtomicU8::new(Health::Unchecked as u8),
             admin: AtomicU8::new(if cfg.disabled { AdminState::Maint } else { AdminState::Ready } as u8),
             active: AtomicU32::new(0),
+            streak: AtomicU32::new(0),
             connect_errors: AtomicU32::new(0),
             passive_down: AtomicBool::new(false),
             recheck: Notify::new(),
@@ -230,6 +234,14 @@ impl Server {
             4 => Health::GoingDown,
             _ => Health::Unchecked,
         }
+    }
+
+    pub(crate) fn streak(&self) -> u32 {
+        self.streak.load(Relaxed)
+    }
+
+    pub(crate) fn set_streak(&self, n: u32) {
+        self.streak.store(n, Relaxed);
     }
 
     pub fn admin(&self) -> AdminState {
@@ -374,6 +386,7 @@ impl Server {
     /// health, operator state, last probe and counters.
     pub fn carry_from(&self, old: &Server) {
         self.health.store(old.health.load(Relaxed), Relaxed);
+        self.streak.store(old.streak.load(Relaxed), Relaxed);
         self.up.store(old.up.load(Relaxed), Relaxed);
         self.admin.store(old.admin.load(Relaxed), Relaxed);
         *self.last_probe.lock().unwrap_or_else(|p| p.into_inner()) = old.last_probe();
