@@ -4,6 +4,10 @@
 //! one loopback address to another, then vanish.
 
 mod common;
+#[path = "support/http_backend.rs"]
+mod http_backend;
+#[path = "support/http_client.rs"]
+mod http_client;
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -153,4 +157,73 @@ fn resolve_interval_zero_resolves_only_at_load() {
     assert_eq!(greeting(bind).as_deref(), Some("A"), "{}", v.log());
     assert!(!v.log().contains("server address changed"));
     let _ = std::fs::remove_file(&hosts);
+}
+
+/// HTTP servers named A and B on the same port of 127.0.0.21 and 127.0.0.22.
+fn two_http_backends(h2c: bool) -> (http_backend::HttpBackend, http_backend::HttpBackend, u16) {
+    for _ in 0..20 {
+        let port = free_port();
+        let a: std::net::SocketAddr = format!("127.0.0.21:{port}").parse().unwrap();
+        let b: std::net::SocketAddr = format!("127.0.0.22:{port}").parse().unwrap();
+        if std::net::TcpListener::bind(a).is_ok() && std::net::TcpListener::bind(b).is_ok() {
+            return (
+                http_backend::HttpBackend::start_on("A", a, h2c),
+                http_backend::HttpBackend::start_on("B", b, h2c),
+                port,
+            );
+        }
+    }
+    panic!("no port free on both 127.0.0.21 and 127.0.0.22");
+}
+
+#[test]
+fn pooled_server_connections_to_an_old_address_are_not_reused() {
+    for h2 in [false, true] {
+        let (a, _b, port) = two_http_backends(h2);
+        let hosts = temp_path("hosts", "txt");
+        std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.21 backend.test\n").unwrap();
+        let bind = free_addr();
+        // Idle server connections are kept for a minute: only the address change may
+        // retire them.
+        let cfg = format!(
+            "[global]\nresolve_interval = \"200ms\"\n[services.api]\nbind = \"{bind}\"\nmode = \"http\"\n\
+             pool_idle_timeout = \"60s\"\nserver_http2 = {h2}\n\
+             [[services.api.servers]]\nname = \"be\"\naddress = \"backend.test:{port}\"\n"
+        );
+        let mut v = match Namespaced::start(&cfg, &hosts) {
+            Ok(v) => v,
+            Err(why) => return skip_unless_netns_required("resolve", &why),
+        };
+        let server_of = |bind| {
+            let mut c = http_client::connect(bind);
+            let r = http_client::send(&mut c, "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").ok()?;
+            r.field("server")
+        };
+        let up = eventually(WAIT, || {
+            if v.exited().is_some() {
+                return Some(None);
+            }
+            std::net::TcpStream::connect_timeout(&bind, Duration::from_millis(200)).ok().map(|_| Some(()))
+        });
+        if up != Some(Some(())) {
+            let log = v.log();
+            if log.contains("mount") || log.contains("unshare") {
+                return skip_unless_netns_required("resolve", &format!("no private mount namespace here: {log}"));
+            }
+            panic!("vipgate did not serve:\n{log}");
+        }
+        for _ in 0..3 {
+            assert_eq!(server_of(bind).as_deref(), Some("A"), "{}", v.log());
+        }
+        let opened_to_a = a.connections();
+
+        std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.22 backend.test\n").unwrap();
+        let moved = eventually(Duration::from_secs(10), || v.log().contains("server address changed").then_some(()));
+        assert!(moved.is_some(), "the address change was not noticed:\n{}", v.log());
+        // The very next request goes to the new address, not down a pooled connection.
+        let next: Vec<Option<String>> = (0..3).map(|_| server_of(bind)).collect();
+        println!("server_http2 = {h2}: {opened_to_a} connection(s) to A before the move; after it {next:?}");
+        assert!(next.iter().all(|s| s.as_deref() == Some("B")), "server_http2 = {h2}: {next:?}\n{}", v.log());
+        let _ = std::fs::remove_file(&hosts);
+    }
 }

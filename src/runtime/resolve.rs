@@ -1,7 +1,8 @@
 //! Servers given as HOST:PORT are looked up again every `resolve_interval`: in containers
 //! a server's IP changes when it is replaced, and a balancer that resolved once at start
 //! would keep sending clients to a dead address. New connections and probes go to the new
-//! address; open connections stay where they are. A failed lookup keeps the last address
+//! address; open connections stay where they are, but idle keep-alive (and shared HTTP/2)
+//! connections to the old address are not used again. A failed lookup keeps the last address
 //! (a DNS hiccup must not take a working server away), logged once until it recovers.
 
 use std::collections::HashSet;

@@ -157,7 +157,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     let mut failures = 0u32;
     let mut stale_retries = 0u32;
     let connect_started = Instant::now();
-    let (lease, pool_ref, sender, resp) = loop {
+    let (lease, pool_ref, sender, addr, resp) = loop {
         let lease = match pick(pool, &ctx, wanted_server.as_deref(), &tried).await {
             Ok(l) => l,
             Err(NoPick::Full) => {
@@ -176,9 +176,10 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         let Some(conn_pool) = ctx.pool_for(&server.name) else {
             return log.answer(StatusCode::INTERNAL_SERVER_ERROR, "server pool missing");
         };
+        let addr = server.address();
         let mut pooled = None;
         if upgrade.is_none() {
-            while let Some(mut s) = conn_pool.checkout() {
+            while let Some(mut s) = conn_pool.checkout(addr) {
                 if s.ready().await {
                     pooled = Some(s);
                     break;
@@ -190,7 +191,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
             Some(s) => s,
             None => match http.connector.connect(&server, (ctx.client, ctx.local), upgrade.is_some()).await {
                 Ok(s) => {
-                    conn_pool.opened(&s);
+                    conn_pool.opened(&s, addr);
                     s
                 }
                 Err(e) => {
@@ -225,7 +226,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                 server.traffic_ok();
                 // Per server, http counts requests (HAProxy's sessions in http mode).
                 server.stats.connections_total.fetch_add(1, Relaxed);
-                break (lease, conn_pool, sender, resp);
+                break (lease, conn_pool, sender, addr, resp);
             }
             Err(mut e) => {
                 if let Some(why) = progress.slow() {
@@ -298,7 +299,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         drop(lease);
         match ending {
             Ending::Complete => {
-                pool_ref.checkin(sender);
+                pool_ref.checkin(sender, addr);
                 log.write(status, None);
             }
             Ending::Error | Ending::TooSlow(_) if progress.slow().is_some() => {
@@ -309,7 +310,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
             Ending::TooSlow(why) => log.write(status, Some(&format!("server_timeout: response body: {why}"))),
             Ending::Dropped => {
                 if sender.is_h2() {
-                    pool_ref.checkin(sender);
+                    pool_ref.checkin(sender, addr);
                 }
                 let why = if ctx_stall.fired.load(Relaxed) {
                     "client_timeout: the client stopped reading the response"

@@ -185,12 +185,13 @@ impl Connector {
 }
 
 /// Idle keep-alive connections to one server (HTTP/1.1), or its one shared HTTP/2
-/// connection.
+/// connection, each with the address it was opened to: once the server's name resolves
+/// elsewhere, connections to the old address are not used again.
 pub struct ConnPool {
     /// Oldest at the front, newest at the back: expiry trims the front, reuse takes the
     /// back (the connection likeliest to still be open on the server).
-    idle: Mutex<VecDeque<(http1::SendRequest<ProxyBody>, Instant)>>,
-    h2: Mutex<Option<http2::SendRequest<ProxyBody>>>,
+    idle: Mutex<VecDeque<(http1::SendRequest<ProxyBody>, Instant, SocketAddr)>>,
+    h2: Mutex<Option<(http2::SendRequest<ProxyBody>, SocketAddr)>>,
     max_idle: usize,
     idle_timeout: Duration,
     /// Connections opened to this server over the pool's life.
@@ -211,19 +212,26 @@ impl ConnPool {
         }
     }
 
-    /// An idle connection that is not closed, newest first. An HTTP/1.1 one may still be
-    /// settling after its last response: the caller waits for [`Sender::ready`].
-    pub fn checkout(&self) -> Option<Sender> {
-        if let Ok(h2) = self.h2.lock() {
-            if let Some(s) = h2.as_ref().filter(|s| !s.is_closed()) {
-                self.reused.fetch_add(1, Relaxed);
-                return Some(Sender::H2(s.clone()));
+    /// An idle connection to `addr` (the server's address now) that is not closed, newest
+    /// first. An HTTP/1.1 one may still be settling after its last response: the caller
+    /// waits for [`Sender::ready`].
+    pub fn checkout(&self, addr: SocketAddr) -> Option<Sender> {
+        if let Ok(mut h2) = self.h2.lock() {
+            match h2.as_ref() {
+                Some((s, at)) if *at == addr && !s.is_closed() => {
+                    self.reused.fetch_add(1, Relaxed);
+                    return Some(Sender::H2(s.clone()));
+                }
+                // Closed, or to an old address: streams still open on it finish; new
+                // ones go to a new connection.
+                Some(_) => *h2 = None,
+                None => {}
             }
         }
         let mut idle = self.idle.lock().ok()?;
         let now = Instant::now();
-        while let Some((sender, since)) = idle.pop_back() {
-            if now.saturating_duration_since(since) < self.idle_timeout && !sender.is_closed() {
+        while let Some((sender, since, at)) = idle.pop_back() {
+            if at == addr && now.saturating_duration_since(since) < self.idle_timeout && !sender.is_closed() {
                 self.reused.fetch_add(1, Relaxed);
                 return Some(Sender::H1(sender));
             }
@@ -231,32 +239,33 @@ impl ConnPool {
         None
     }
 
-    /// A new connection was opened; an HTTP/2 one is shared from now on.
-    pub fn opened(&self, sender: &Sender) {
+    /// A new connection to `addr` was opened; an HTTP/2 one is shared from now on.
+    pub fn opened(&self, sender: &Sender, addr: SocketAddr) {
         self.opened.fetch_add(1, Relaxed);
         if let Sender::H2(s) = sender {
             if let Ok(mut h2) = self.h2.lock() {
-                *h2 = Some(s.clone());
+                *h2 = Some((s.clone(), addr));
             }
         }
     }
 
-    /// Give back a connection whose response has been read to its end. hyper marks it
-    /// ready a moment later; checkout's caller waits for that, so no task is spawned here.
-    pub fn checkin(&self, sender: Sender) {
+    /// Give back a connection to `addr` whose response has been read to its end. hyper
+    /// marks it ready a moment later; checkout's caller waits for that, so no task is
+    /// spawned here.
+    pub fn checkin(&self, sender: Sender, addr: SocketAddr) {
         let Sender::H1(sender) = sender else { return };
         if self.max_idle == 0 || sender.is_closed() {
             return;
         }
         let Ok(mut idle) = self.idle.lock() else { return };
         let now = Instant::now();
-        while idle.front().is_some_and(|(_, since)| now.saturating_duration_since(*since) >= self.idle_timeout) {
+        while idle.front().is_some_and(|(_, since, _)| now.saturating_duration_since(*since) >= self.idle_timeout) {
             idle.pop_front();
         }
         if idle.len() >= self.max_idle {
             idle.pop_front();
         }
-        idle.push_back((sender, now));
+        idle.push_back((sender, now, addr));
     }
 
     pub fn idle_count(&self) -> usize {
