@@ -563,3 +563,29 @@ fn a_request_body_below_min_body_rate_gets_408_and_steady_or_server_paced_ones_p
     assert!(!v.log().contains("passive health"), "{}", v.log());
     assert_eq!(http_client::get(bind, "/", "").status, 200);
 }
+
+#[test]
+fn a_client_pausing_mid_body_is_no_server_timeout_and_costs_no_cpu() {
+    let app = HttpBackend::start("app");
+    let bind = free_addr();
+    // The pause (3 s) is longer than server_timeout (1 s) and within client_timeout.
+    let cfg = format!(
+        "{}[services.api]\nbind = \"{bind}\"\nmode = \"http\"\nclient_timeout = \"10s\"\nserver_timeout = \"1s\"\n\
+         min_body_rate = 0\n{}",
+        global(""),
+        servers("api", &[("app", app.addr, "")])
+    );
+    let v = Vipgate::start(&cfg, bind);
+    let mut s = connect(bind);
+    s.write_all(b"POST /paused HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n0123456789").unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    let cpu_before = cpu_secs(v.pid());
+    std::thread::sleep(Duration::from_secs(3));
+    let cpu_pause = cpu_secs(v.pid()) - cpu_before;
+    s.write_all(b"abcdefghij").unwrap();
+    let resp = http_client::read_response(&mut s).expect("a response");
+    println!("a 3 s pause mid-body: vipgate used {cpu_pause:.2} s of CPU; status {}", resp.status);
+    assert_eq!(resp.status, 200, "{}", v.log());
+    assert_eq!(resp.field("body_len").as_deref(), Some("20"));
+    assert!(cpu_pause < 0.5, "vipgate spun while the client paused: {cpu_pause:.2} s of CPU in 3 s");
+}

@@ -334,6 +334,8 @@ impl Server {
         match limit {
             Some(limit) if n >= limit && self.is_up() => {
                 self.set_health(Health::Down);
+                // Failures counted toward `fall` are no passes toward `rise`.
+                self.set_streak(0);
                 self.passive_down.store(true, Relaxed);
                 self.recheck.notify_one();
                 true

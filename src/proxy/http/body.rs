@@ -195,6 +195,9 @@ impl<B> Tracked<B> {
     }
 
     fn finish(&mut self, how: Ending) {
+        if let Some(p) = &self.progress {
+            p.waiting.store(false, Relaxed);
+        }
         if let Some(f) = self.on_end.take() {
             f(how);
         }

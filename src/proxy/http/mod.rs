@@ -382,6 +382,11 @@ async fn drive<C>(
             }
             _ = idle_check => {
                 if drop_at.is_some_and(|at| at <= Instant::now()) {
+                    // A stream opened before the client saw the GOAWAY is served to its end.
+                    if ctx.open_requests.load(Relaxed) > 0 {
+                        drop_at = idle.map(|d| Instant::now() + d);
+                        continue;
+                    }
                     debug!(client = %ctx.client, service = %ctx.service.name, "dropping an idle HTTP/2 connection that did not close");
                     return;
                 }

@@ -336,12 +336,23 @@ async fn send_watched(
     let send = sender.send(req);
     let Some(t) = server_timeout else { return Some(send.await) };
     tokio::pin!(send);
+    // The server's idle time counts from here: the last progress, or the moment the
+    // body was last seen waiting on the client.
+    let mut from = progress.last();
     loop {
-        let since = progress.last();
         tokio::select! {
             r = &mut send => return Some(r),
-            _ = sleep_until(since + t) => {
-                if !progress.waiting_on_client() && progress.last() == since {
+            _ = sleep_until(from + t) => {
+                if progress.slow().is_some() {
+                    // vipgate gave up on the client: the send fails at once; wait for that.
+                    return Some(send.await);
+                }
+                let last = progress.last();
+                if progress.waiting_on_client() {
+                    from = Instant::now();
+                } else if last > from {
+                    from = last;
+                } else {
                     return None;
                 }
             }
