@@ -228,6 +228,31 @@ fn websocket_upgrade_tunnels_bytes_both_ways() {
     assert!(line.contains("end=tunnel_timeout"), "{line}");
 }
 
+/// An HTTP/2 (prior knowledge) client connection to `bind`, its connection task spawned.
+async fn h2c_client(bind: SocketAddr) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
+    // One CI run saw this connect reset once, before any byte was sent, and it never
+    // recurred in hundreds of runs; a second try tells a kernel hiccup from vipgate
+    // resetting h2c clients (which would fail every try).
+    let mut tcp = None;
+    for attempt in 0..3 {
+        match tokio::net::TcpStream::connect(bind).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => eprintln!("connect attempt {attempt}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tcp = tcp.expect("connect to vipgate");
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake with vipgate");
+    tokio::spawn(conn);
+    send
+}
+
 #[test]
 fn h2c_prior_knowledge_from_a_client() {
     let b = HttpBackend::start("b1");
@@ -236,28 +261,7 @@ fn h2c_prior_knowledge_from_a_client() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let text = rt.block_on(async {
         use http_body_util::{BodyExt, Empty};
-        // One CI run saw this connect reset once, before any byte was sent, and it never
-        // recurred in hundreds of runs; a second try tells a kernel hiccup from vipgate
-        // resetting h2c clients (which would fail every try).
-        let mut tcp = None;
-        for attempt in 0..3 {
-            match tokio::net::TcpStream::connect(bind).await {
-                Ok(s) => {
-                    tcp = Some(s);
-                    break;
-                }
-                Err(e) => eprintln!("connect attempt {attempt}: {e}"),
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let tcp = tcp.expect("connect to vipgate");
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .expect("h2 handshake with vipgate");
-        tokio::spawn(conn);
+        let mut send = h2c_client(bind).await;
         let mut out = Vec::new();
         for i in 0..3 {
             let req =
@@ -305,14 +309,7 @@ fn an_idle_h2c_connection_is_closed_after_header_timeout_but_a_busy_one_is_not()
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         use http_body_util::{BodyExt, Empty};
-        let tcp = tokio::net::TcpStream::connect(bind).await.expect("connect to vipgate");
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .expect("h2 handshake with vipgate");
-        tokio::spawn(conn);
+        let mut send = h2c_client(bind).await;
         for path in ["/slow?ms=2500", "/after"] {
             let req =
                 http::Request::get(format!("http://api.example{path}")).body(Empty::<bytes::Bytes>::new()).unwrap();
