@@ -143,12 +143,16 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     let method = parts.method.clone();
     let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
     let bodiless = body.is_end_stream();
-    // Tells the wait for an answer whether the server or the client is the slow one.
-    let progress = Arc::new(Progress::new());
-    let body = Tracked::new(body, ctx.service.client_timeout, Arc::clone(&log.bytes_in))
-        .min_rate(cfg.min_body_rate, cfg.body_rate_window)
-        .progress(Arc::clone(&progress))
-        .boxed_unsync();
+    // Tells the wait for an answer whether the server or the client is the slow one (a
+    // request without a body has nothing to tell).
+    let progress = (!bodiless).then(|| Arc::new(Progress::new()));
+    let mut body = Tracked::new(body, ctx.service.client_timeout, Arc::clone(&log.bytes_in))
+        .min_rate(cfg.min_body_rate, cfg.body_rate_window);
+    if let Some(p) = &progress {
+        body = body.progress(Arc::clone(p));
+    }
+    let body = body.boxed_unsync();
+    let client_slow = |progress: &Option<Arc<Progress>>| progress.as_ref().and_then(|p| p.slow());
     // For resending on a stale keep-alive connection (idempotent and bodiless only).
     let saved = (idempotent && bodiless).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let mut req = Some(Request::from_parts(parts, body));
@@ -214,8 +218,11 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         };
         set_target(&mut outgoing, &sender, &server.address(), host.as_deref(), http.connector.tls.is_some());
         let sent_at = Instant::now();
-        progress.touch();
-        let Some(result) = send_watched(&mut sender, outgoing, ctx.service.server_timeout, &progress).await else {
+        if let Some(p) = &progress {
+            p.touch();
+        }
+        let Some(result) = send_watched(&mut sender, outgoing, ctx.service.server_timeout, progress.as_deref()).await
+        else {
             crate::proxy::passive_failure(&ctx.service, &server, &"no answer within server_timeout");
             return log.answer(StatusCode::GATEWAY_TIMEOUT, "the server did not answer within server_timeout");
         };
@@ -229,7 +236,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                 break (lease, conn_pool, sender, addr, resp);
             }
             Err(mut e) => {
-                if let Some(why) = progress.slow() {
+                if let Some(why) = client_slow(&progress) {
                     let mut resp =
                         log.answer(StatusCode::REQUEST_TIMEOUT, &format!("the client sent its body too slowly: {why}"));
                     if client_h1 {
@@ -302,8 +309,8 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                 pool_ref.checkin(sender, addr);
                 log.write(status, None);
             }
-            Ending::Error | Ending::TooSlow(_) if progress.slow().is_some() => {
-                let why = progress.slow().map(|w| w.to_string()).unwrap_or_default();
+            Ending::Error | Ending::TooSlow(_) if client_slow(&progress).is_some() => {
+                let why = client_slow(&progress).map(|w| w.to_string()).unwrap_or_default();
                 log.write(status, Some(&format!("the client sent its body too slowly: {why}")))
             }
             Ending::Error => log.write(status, Some("response body failed")),
@@ -331,10 +338,11 @@ async fn send_watched(
     sender: &mut Sender,
     req: Request<ProxyBody>,
     server_timeout: Option<Duration>,
-    progress: &Progress,
+    progress: Option<&Progress>,
 ) -> Option<Result<Response<Incoming>, TrySendError<Request<ProxyBody>>>> {
     let send = sender.send(req);
     let Some(t) = server_timeout else { return Some(send.await) };
+    let Some(progress) = progress else { return tokio::time::timeout(t, send).await.ok() };
     tokio::pin!(send);
     // The server's idle time counts from here: the last progress, or the moment the
     // body was last seen waiting on the client.
