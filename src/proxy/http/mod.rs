@@ -171,6 +171,10 @@ impl ConnCtx {
 }
 
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\n";
+/// Streams at once on one HTTP/2 client connection (HAProxy's default too).
+const H2_MAX_STREAMS: u32 = 100;
+/// Response bytes buffered per HTTP/2 stream beyond what the socket takes.
+const H2_SEND_BUF: usize = 16 * 1024;
 
 pub struct Accepted {
     pub stream: TcpStream,
@@ -337,6 +341,11 @@ where
     builder
         .timer(TokioTimer::new())
         .max_header_list_size(ctx.http.cfg.max_header_bytes as u32)
+        // What a client that opens wide windows and then reads nothing can make vipgate
+        // hold: with h2's default (~400 KiB per stream) one connection's 100 streams held
+        // 60 MiB. One 16 KiB frame per stream costs no single-stream throughput here.
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_send_buf_size(H2_SEND_BUF)
         .keep_alive_interval(Some(Duration::from_secs(30)));
     let svc_ctx = Arc::clone(&ctx);
     let service = service_fn(move |req| request::serve(Arc::clone(&svc_ctx), req));
