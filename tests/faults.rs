@@ -391,21 +391,28 @@ async fn open_and_echo(bind: SocketAddr, n: usize) -> Vec<tokio::net::TcpStream>
     out
 }
 
-#[test]
-fn slow_readers_hold_bounded_memory_and_are_closed_by_the_timeout() {
-    const READERS: usize = 50;
+/// An http service with `keys` in front of one backend (whose `/big` streams any size),
+/// warmed by one request: the backend, the bind, vipgate and its RSS (KiB) afterwards.
+fn warm_http_service(keys: &str) -> (HttpBackend, SocketAddr, Vipgate, u64) {
     let big = HttpBackend::start("big");
     let bind = free_addr();
     let cfg = format!(
-        "{}[services.api]\nbind = \"{bind}\"\nmode = \"http\"\nclient_timeout = \"4s\"\nserver_timeout = \"30s\"\n{}",
+        "{}[services.api]\nbind = \"{bind}\"\nmode = \"http\"\n{keys}{}",
         global(""),
         servers("api", &[("big", big.addr, "")])
     );
     let v = Vipgate::start(&cfg, bind);
-    let pid = v.pid();
     assert_eq!(http_client::get(bind, "/", "").status, 200);
     std::thread::sleep(Duration::from_millis(300));
-    let baseline = rss_kib(pid);
+    let baseline = rss_kib(v.pid());
+    (big, bind, v, baseline)
+}
+
+#[test]
+fn slow_readers_hold_bounded_memory_and_are_closed_by_the_timeout() {
+    const READERS: usize = 50;
+    let (_big, bind, v, baseline) = warm_http_service("client_timeout = \"4s\"\nserver_timeout = \"30s\"\n");
+    let pid = v.pid();
     let base_fds = fds(pid);
 
     // Each asks for 64 MiB and then reads one byte a second.
@@ -602,18 +609,8 @@ fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
 #[test]
 fn http2_streams_whose_responses_are_not_read_hold_bounded_memory() {
     const STREAMS: u32 = 100;
-    let big = HttpBackend::start("big");
-    let bind = free_addr();
-    let cfg = format!(
-        "{}[services.api]\nbind = \"{bind}\"\nmode = \"http\"\nh2c = true\nclient_timeout = \"30s\"\n{}",
-        global(""),
-        servers("api", &[("big", big.addr, "")])
-    );
-    let v = Vipgate::start(&cfg, bind);
+    let (_big, bind, v, baseline) = warm_http_service("h2c = true\nclient_timeout = \"30s\"\n");
     let pid = v.pid();
-    assert_eq!(http_client::get(bind, "/", "").status, 200);
-    std::thread::sleep(Duration::from_millis(300));
-    let baseline = rss_kib(pid);
 
     // A client that opens the largest windows HTTP/2 allows, asks for 64 MiB on each of
     // 100 streams, and then reads nothing: whatever vipgate holds is its own buffering.
