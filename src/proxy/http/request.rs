@@ -152,7 +152,6 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         body = body.progress(Arc::clone(p));
     }
     let body = body.boxed_unsync();
-    let client_slow = |progress: &Option<Arc<Progress>>| progress.as_ref().and_then(|p| p.slow());
     // For resending on a stale keep-alive connection (idempotent and bodiless only).
     let saved = (idempotent && bodiless).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let mut req = Some(Request::from_parts(parts, body));
@@ -236,9 +235,8 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                 break (lease, conn_pool, sender, addr, resp);
             }
             Err(mut e) => {
-                if let Some(why) = client_slow(&progress) {
-                    let mut resp =
-                        log.answer(StatusCode::REQUEST_TIMEOUT, &format!("the client sent its body too slowly: {why}"));
+                if let Some(why) = client_too_slow(&progress) {
+                    let mut resp = log.answer(StatusCode::REQUEST_TIMEOUT, &why);
                     if client_h1 {
                         // The rest of the body is unread; the connection cannot carry another request.
                         resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
@@ -304,18 +302,16 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         server.stats.bytes_in.fetch_add(log.bytes_in.load(Relaxed), Relaxed);
         server.stats.bytes_out.fetch_add(log.bytes_out.load(Relaxed), Relaxed);
         drop(lease);
-        match ending {
-            Ending::Complete => {
+        match (ending, client_too_slow(&progress)) {
+            (Ending::Complete, _) => {
                 pool_ref.checkin(sender, addr);
                 log.write(status, None);
             }
-            Ending::Error | Ending::TooSlow(_) if client_slow(&progress).is_some() => {
-                let why = client_slow(&progress).map(|w| w.to_string()).unwrap_or_default();
-                log.write(status, Some(&format!("the client sent its body too slowly: {why}")))
-            }
-            Ending::Error => log.write(status, Some("response body failed")),
-            Ending::TooSlow(why) => log.write(status, Some(&format!("server_timeout: response body: {why}"))),
-            Ending::Dropped => {
+            // Giving up on the client's body broke the exchange with the server.
+            (Ending::Error | Ending::TooSlow(_), Some(why)) => log.write(status, Some(&why)),
+            (Ending::Error, None) => log.write(status, Some("response body failed")),
+            (Ending::TooSlow(why), None) => log.write(status, Some(&format!("server_timeout: response body: {why}"))),
+            (Ending::Dropped, _) => {
                 if sender.is_h2() {
                     pool_ref.checkin(sender, addr);
                 }
@@ -329,6 +325,12 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         }
     });
     Response::from_parts(parts, body.boxed_unsync())
+}
+
+/// The log's reason when vipgate gave up on the client's request body.
+fn client_too_slow(progress: &Option<Arc<Progress>>) -> Option<String> {
+    let why = progress.as_ref()?.slow()?;
+    Some(format!("the client sent its body too slowly: {why}"))
 }
 
 /// Send and wait for the response head; `None` when the server sat idle for
