@@ -6,6 +6,9 @@
 //! Needs cargo-fuzz (CI installs it and sets VIPGATE_REQUIRE_CARGO_FUZZ=1, making its
 //! absence a failure). New inputs go to a temporary directory, never into `fuzz/corpus`.
 
+#[path = "support/cargo_tool.rs"]
+mod cargo_tool;
+
 use std::process::Command;
 
 const TARGETS: &[&str] =
@@ -14,13 +17,7 @@ const SECONDS_EACH: u32 = 10;
 
 #[test]
 fn each_fuzz_target_survives_a_short_run() {
-    let probe = Command::new("cargo").args(["fuzz", "--version"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var("VIPGATE_REQUIRE_CARGO_FUZZ").as_deref() != Ok("1"),
-            "cargo-fuzz is not installed (cargo install cargo-fuzz --locked)"
-        );
-        println!("skipped: cargo-fuzz is not installed");
+    if !cargo_tool::installed("fuzz", "VIPGATE_REQUIRE_CARGO_FUZZ") {
         return;
     }
     let fuzz_dir = concat!(env!("CARGO_MANIFEST_DIR"), "/fuzz");

@@ -4,16 +4,13 @@
 //! the RustSec database, fetched from GitHub: `.ci/run` fetches it where it can and then
 //! sets VIPGATE_ADVISORY_DB=fetched; without it that one check is skipped.
 
+#[path = "support/cargo_tool.rs"]
+mod cargo_tool;
+
 use std::process::Command;
 
 fn cargo_deny(checks: &[&str]) -> Option<std::process::Output> {
-    let probe = Command::new("cargo").args(["deny", "--version"]).output();
-    if !probe.is_ok_and(|o| o.status.success()) {
-        assert!(
-            std::env::var("VIPGATE_REQUIRE_CARGO_DENY").as_deref() != Ok("1"),
-            "cargo-deny is not installed (cargo install cargo-deny --locked)"
-        );
-        println!("skipped: cargo-deny is not installed");
+    if !cargo_tool::installed("deny", "VIPGATE_REQUIRE_CARGO_DENY") {
         return None;
     }
     let root = env!("CARGO_MANIFEST_DIR");
