@@ -573,16 +573,9 @@ fn a_request_body_below_min_body_rate_gets_408_and_steady_or_server_paced_ones_p
 
 #[test]
 fn a_client_pausing_mid_body_is_no_server_timeout_and_costs_no_cpu() {
-    let app = HttpBackend::start("app");
-    let bind = free_addr();
     // The pause (3 s) is longer than server_timeout (1 s) and within client_timeout.
-    let cfg = format!(
-        "{}[services.api]\nbind = \"{bind}\"\nmode = \"http\"\nclient_timeout = \"10s\"\nserver_timeout = \"1s\"\n\
-         min_body_rate = 0\n{}",
-        global(""),
-        servers("api", &[("app", app.addr, "")])
-    );
-    let v = Vipgate::start(&cfg, bind);
+    let (_app, bind, v, _) =
+        warm_http_service("client_timeout = \"10s\"\nserver_timeout = \"1s\"\nmin_body_rate = 0\n");
     let mut s = connect(bind);
     s.write_all(b"POST /paused HTTP/1.1\r\nHost: x\r\nContent-Length: 20\r\n\r\n0123456789").unwrap();
     std::thread::sleep(Duration::from_millis(300));
