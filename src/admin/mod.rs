@@ -301,6 +301,9 @@ async fn handle(req: Request<Incoming>, shared: &Shared, peer: Peer) -> Resp {
             if method != Method::POST {
                 return not_allowed("POST");
             }
+            if let Some(r) = refuse_unless_json(req.headers()) {
+                return r;
+            }
             // The body, if any, is ignored; it is still read within bounds so a keep-alive
             // connection stays in step.
             if let Err(r) = read_body(req).await {
@@ -311,9 +314,12 @@ async fn handle(req: Request<Incoming>, shared: &Shared, peer: Peer) -> Resp {
         p => match api::server_path(p) {
             Some(Ok((svc, srv))) => match method {
                 Method::GET | Method::HEAD => api::get_server(control, &svc, &srv),
-                Method::POST => match read_body(req).await {
-                    Ok(body) => api::change_server(control, &svc, &srv, &body, &peer.to_string()),
-                    Err(r) => r,
+                Method::POST => match refuse_unless_json(req.headers()) {
+                    Some(r) => r,
+                    None => match read_body(req).await {
+                        Ok(body) => api::change_server(control, &svc, &srv, &body, &peer.to_string()),
+                        Err(r) => r,
+                    },
                 },
                 _ => not_allowed("GET, HEAD, POST"),
             },
@@ -359,6 +365,25 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
         Ok(Err(e)) => Err(api::error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
         Err(_) => Err(api::error(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
     }
+}
+
+/// A state change must say its body is JSON. A browser sends a cross-site form post
+/// (`application/x-www-form-urlencoded`, `multipart/form-data`, `text/plain`, or no type)
+/// without asking the site first, but never `application/json`: requiring it keeps a page
+/// the operator happens to visit from draining a server or reloading through the endpoint.
+/// Parameters (`; charset=utf-8`) are allowed; the type is matched case-insensitively.
+/// The 415 answer, or None for a JSON body.
+fn refuse_unless_json(headers: &HeaderMap) -> Option<Resp> {
+    let given = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let media_type = given.as_deref().map(|v| v.split(';').next().unwrap_or_default().trim());
+    if media_type.is_some_and(|t| t.eq_ignore_ascii_case("application/json")) {
+        return None;
+    }
+    let got = match &given {
+        Some(v) => format!("got \"{}\"", v.escape_debug()),
+        None => "none was sent".to_string(),
+    };
+    Some(api::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("send Content-Type: application/json ({got})")))
 }
 
 /// `Authorization: Bearer <token>`, compared in constant time so the answer's timing says
@@ -412,6 +437,28 @@ fn not_allowed(allow: &'static str) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_json_bodies_change_state() {
+        let mut h = HeaderMap::new();
+        assert!(refuse_unless_json(&h).is_some());
+        for (value, ok) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("APPLICATION/JSON ;charset=UTF-8", true),
+            (" application/json", true),
+            ("application/x-www-form-urlencoded", false),
+            ("multipart/form-data; boundary=x", false),
+            ("text/plain", false),
+            ("text/plain; x=application/json", false),
+            ("application/jsonx", false),
+            ("application/json-seq", false),
+            ("", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(refuse_unless_json(&h).is_none(), ok, "{value:?}");
+        }
+    }
 
     #[test]
     fn bearer_tokens() {
