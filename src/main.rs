@@ -201,8 +201,11 @@ fn clustercheck(args: ClustercheckArgs) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
-            Ok(cfg) => {
+        Command::Check { config } => match config::load_with_warnings(&config) {
+            Ok((cfg, warnings)) => {
+                for w in warnings {
+                    eprintln!("{w}");
+                }
                 for w in config::loose_secret_files(&cfg) {
                     eprintln!("{}: warning: {w}", config.display());
                 }
