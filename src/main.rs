@@ -119,6 +119,10 @@ struct ClustercheckArgs {
     /// While this file exists, answer 503 "manually disabled".
     #[arg(long)]
     disabled_file: Option<PathBuf>,
+    /// Connections served at once; more are closed at accept (never queued).
+    #[arg(long, default_value_t = vipgate::clustercheck::DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u16).range(1..))]
+    max_connections: u16,
 }
 
 fn parse_flag(s: &str) -> Result<bool, String> {
@@ -166,6 +170,7 @@ fn clustercheck(args: ClustercheckArgs) -> ExitCode {
         cache: args.cache,
         timeout: args.timeout,
         disabled_file: args.disabled_file,
+        max_connections: usize::from(args.max_connections),
     };
     let rt = match build_runtime(1) {
         Ok(rt) => rt,

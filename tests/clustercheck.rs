@@ -933,3 +933,39 @@ fn donor_and_read_only_switches_take_values_on_the_command_line() {
     let a = check.get();
     assert!(a.is(200, SYNCED), "{a:?}");
 }
+
+/// The responder's default cap on connections served at once.
+const DEFAULT_CAP: usize = 64;
+
+#[test]
+fn connections_over_the_cap_are_closed_at_accept_and_the_responder_recovers() {
+    let db = GaleraDb::start(4, false);
+    let check = Check::start(db.addr(), &["--cache", "0"]);
+    // Clients that connect and send nothing hold a slot each for the 2 s the responder
+    // waits for a request head.
+    let mut idle: Vec<TcpStream> =
+        (0..DEFAULT_CAP).map(|i| TcpStream::connect(check.addr).unwrap_or_else(|e| panic!("idle {i}: {e}"))).collect();
+    // One more, behind them in the accept queue: closed at once, without an answer.
+    let start = Instant::now();
+    let mut over = TcpStream::connect(check.addr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = over.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = over.read_to_end(&mut got);
+    let refused_after = start.elapsed();
+    assert!(got.is_empty(), "connection {} was answered: {:?}", DEFAULT_CAP + 1, String::from_utf8_lossy(&got));
+    assert!(refused_after < Duration::from_millis(1500), "closed only after {refused_after:?}: it was queued");
+    // The idle ones are answered in turn (the script answers even a silent client)...
+    for (i, s) in idle.iter_mut().enumerate() {
+        s.set_read_timeout(Some(PROBE_LIMIT)).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("idle client {i}: {e}"));
+        let a = parse_answer(&raw, Duration::ZERO).unwrap_or_else(|e| panic!("idle client {i}: {e}"));
+        assert!(a.is(200, SYNCED), "idle client {i}: {a:?}");
+    }
+    // ...and once they are, probes get in again.
+    let a = check.get_until(Duration::from_secs(10), |a| a.is(200, SYNCED));
+    assert!(a.is(200, SYNCED), "the responder did not recover: {a:?}");
+    assert!(check.log().contains("max-connections"), "the refusal is logged:\n{}", check.log());
+    println!("{DEFAULT_CAP} idle clients held; client {} closed after {refused_after:?}; then 200", DEFAULT_CAP + 1);
+}

@@ -6,7 +6,10 @@
 //! texts, same Content-Length arithmetic), so HAProxy and vipgate alike can probe it. The
 //! verdict is cached for a moment and computed by one request at a time, so a burst of
 //! probes never becomes a burst of database logins; a database that does not answer
-//! gives 503 within the timeout, never a hang.
+//! gives 503 within the timeout, never a hang. At most `max_connections` clients are
+//! served at once (each holds a slot for up to 2 s while its request head comes); more are
+//! closed at accept, so a flood of idle connections costs a bounded number of tasks and
+//! descriptors and the responder answers again as soon as they go.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
@@ -47,7 +50,15 @@ pub struct Settings {
     pub timeout: Duration,
     /// While this file exists the node answers 503 "manually disabled".
     pub disabled_file: Option<PathBuf>,
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
 }
+
+/// The default of `--max-connections`: a Galera node is probed by a few balancers every
+/// second or two; 64 leaves room for many of them and for retries.
+pub const DEFAULT_MAX_CONNECTIONS: u16 = 64;
+/// While connections are refused, say so at most this often.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
 /// The HTTP answer for a verdict, byte for byte as the clustercheck script writes it.
 pub fn response(ok: bool, text: &str) -> Vec<u8> {
@@ -162,17 +173,49 @@ pub async fn serve(settings: Settings) -> std::io::Result<()> {
     let listener = crate::net::bind_listener(settings.listen, 1024, None)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     info!(listen = %settings.listen, database = ?settings.database, cache_ms = settings.cache.as_millis() as u64, "clustercheck responder listening");
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let mut refusals = Refusals::default();
+    let max = settings.max_connections;
     let responder = Responder::new(settings);
     loop {
         match listener.accept().await {
-            Ok((conn, peer)) => {
-                tokio::spawn(Arc::clone(&responder).answer(conn, peer));
-            }
+            Ok((conn, peer)) => match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let responder = Arc::clone(&responder);
+                    tokio::spawn(async move {
+                        responder.answer(conn, peer).await;
+                        drop(permit);
+                    });
+                }
+                // Closed, not queued: a waiting queue would grow with the flood.
+                Err(_) => refusals.note(peer, max),
+            },
             Err(e) => {
                 warn!(error = %e, "accept failed; backing off");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+    }
+}
+
+/// Connections refused over the cap, logged once per [`REFUSALS_LOGGED_EVERY`] with a
+/// count, so a flood does not become a flood of log lines.
+#[derive(Default)]
+struct Refusals {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: SocketAddr, max: usize) {
+        self.unlogged += 1;
+        if self.last_logged.is_some_and(|t| t.elapsed() < REFUSALS_LOGGED_EVERY) {
+            return;
+        }
+        warn!(client = %peer, refused = self.unlogged, max_connections = max,
+            "clustercheck connection closed at accept: --max-connections are open");
+        self.last_logged = Some(Instant::now());
+        self.unlogged = 0;
     }
 }
 
