@@ -43,8 +43,9 @@ enum Command {
     },
     /// Serve the Galera clustercheck probe (HTTP, 200 = synced, 503 = not) for the local MariaDB.
     ///
-    /// Credentials come from --credentials-file (my.cnf style: user=, password=) or the
-    /// environment (MYSQL_USERNAME, MYSQL_PASSWORD), never from the command line.
+    /// Credentials come from --credentials-file (my.cnf style: user=, password= in its
+    /// [client] section) or the environment (MYSQL_USERNAME, MYSQL_PASSWORD), never from
+    /// the command line.
     Clustercheck(ClustercheckArgs),
     /// Start three local demo backends with vipgate in front and show balancing and failover.
     Demo {
@@ -101,7 +102,8 @@ struct ClustercheckArgs {
     /// Connect over this unix socket instead of TCP.
     #[arg(long)]
     mysql_socket: Option<PathBuf>,
-    /// my.cnf-style file with user= and password= (else MYSQL_USERNAME / MYSQL_PASSWORD).
+    /// my.cnf-style file with user= and password= in its [client] section (else
+    /// MYSQL_USERNAME / MYSQL_PASSWORD).
     #[arg(long)]
     credentials_file: Option<PathBuf>,
     /// A donor/desynced node (wsrep_local_state 2) counts as synced (env AVAILABLE_WHEN_DONOR=1).

@@ -969,3 +969,34 @@ fn connections_over_the_cap_are_closed_at_accept_and_the_responder_recovers() {
     assert!(check.log().contains("max-connections"), "the refusal is logged:\n{}", check.log());
     println!("{DEFAULT_CAP} idle clients held; client {} closed after {refused_after:?}; then 200", DEFAULT_CAP + 1);
 }
+
+#[test]
+fn credentials_come_from_the_client_section_only() {
+    let db = GaleraDb::start(4, false);
+    let creds = TempFile(temp_path("clustercheck-sections", "cnf"));
+    fs::write(
+        &creds.0,
+        format!(
+            "# my.cnf style, as DEFAULTS_EXTRA_FILE\n[mysqld]\nuser = mysql\npassword = \"server-side\"\n\n\
+             [client]\nuser = {CHECK_USER}\npassword = \"{CHECK_PASSWORD}\"\n\n\
+             [client_server]\nuser = root\npassword = \"not-this\"\n[mysql]\npassword = \"nor-this\"\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&creds.0, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut check =
+        Check::spawn(db.addr(), &["--credentials-file".into(), creds.arg(), "--cache".into(), "0".into()], &[]);
+    check.wait_ready();
+    let a = check.get();
+    assert!(a.is(200, SYNCED), "{a:?}");
+    assert_eq!(db.state.users.lock().unwrap().as_slice(), [CHECK_USER], "logged in as the [client] user");
+    assert_eq!(db.state.logins_refused.load(Ordering::SeqCst), 0, "the [client] password was used");
+
+    // A user only in another section is no user at all.
+    let other = TempFile(temp_path("clustercheck-mysqld-only", "cnf"));
+    fs::write(&other.0, "[mysqld]\nuser = mysql\npassword = x\n[client_server]\nuser = root\n").unwrap();
+    fs::set_permissions(&other.0, fs::Permissions::from_mode(0o600)).unwrap();
+    let (st, text) = run_clustercheck(&["--listen", &free_addr().to_string(), "--credentials-file", &other.arg()], &[]);
+    assert!(!st.success(), "credentials outside [client] were taken: {text}");
+    assert!(text.contains("[client]") && text.contains("no user"), "{text}");
+}

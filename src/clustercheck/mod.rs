@@ -219,14 +219,24 @@ impl Refusals {
     }
 }
 
-/// Credentials from a my.cnf-style file (`user=` and `password=` lines, as in the
-/// `[client]` section clustercheck's DEFAULTS_EXTRA_FILE points to).
+/// Credentials from a my.cnf-style file: the `user=` and `password=` lines of its
+/// `[client]` section, the one clustercheck's DEFAULTS_EXTRA_FILE holds them in. Every
+/// other section (`[mysqld]`, `[client_server]`, `[mysql]`, ...) is for another program
+/// and is not read, nor are lines before the first section or `!include` directives.
 pub fn read_credentials_file(path: &std::path::Path) -> Result<Credentials, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (mut user, mut password) = (None, None);
+    let mut in_client = false;
     for line in text.lines() {
         let line = line.trim();
-        if line.starts_with('#') || line.starts_with(';') || line.starts_with('[') {
+        if line.starts_with('#') || line.starts_with(';') || line.starts_with('!') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[') {
+            in_client = section.split(']').next().is_some_and(|name| name.trim() == "client");
+            continue;
+        }
+        if !in_client {
             continue;
         }
         if let Some((k, v)) = line.split_once('=') {
@@ -238,7 +248,9 @@ pub fn read_credentials_file(path: &std::path::Path) -> Result<Credentials, Stri
             }
         }
     }
-    let user = user.ok_or_else(|| format!("{}: no user= line", path.display()))?;
+    let user = user.ok_or_else(|| {
+        format!("{}: no user= line in its [client] section (no other section is read)", path.display())
+    })?;
     Ok(Credentials { user, password: password.unwrap_or_default() })
 }
 
@@ -269,6 +281,29 @@ mod tests {
         assert_eq!((c.user.as_str(), c.password.as_str()), ("clustercheck", "s3cret"));
         std::fs::write(&p, "password=x\n").unwrap();
         assert!(read_credentials_file(&p).unwrap_err().contains("no user"));
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn credentials_only_from_the_client_section() {
+        let p = std::env::temp_dir().join(format!("vipgate-cc-sections-{}.cnf", std::process::id()));
+        std::fs::write(
+            &p,
+            "user = before-any-section\n[mysqld]\nuser=mysql\npassword=server\n[ client ]\nuser=cc\npassword=right\n\
+             [client_server]\nuser=root\npassword=wrong\n[clientx]\npassword=wrong\n[mysql]\npassword=wrong\n",
+        )
+        .unwrap();
+        let c = read_credentials_file(&p).unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("cc", "right"));
+        // A later [client] section adds to the first, as in MySQL's own option files.
+        std::fs::write(&p, "[client]\nuser=cc\n[mysqld]\npassword=wrong\n[client]\npassword=late\n").unwrap();
+        let c = read_credentials_file(&p).unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("cc", "late"));
+        for text in ["[mysqld]\nuser=mysql\n", "user=x\npassword=y\n", "[client_server]\nuser=root\n"] {
+            std::fs::write(&p, text).unwrap();
+            let e = read_credentials_file(&p).unwrap_err();
+            assert!(e.contains("no user= line in its [client] section"), "{text:?}: {e}");
+        }
         let _ = std::fs::remove_file(&p);
     }
 }
