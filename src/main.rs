@@ -142,7 +142,12 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
 fn clustercheck(args: ClustercheckArgs) -> ExitCode {
     use vipgate::clustercheck::{self, Database, Settings};
     let credentials = match &args.credentials_file {
-        Some(path) => clustercheck::read_credentials_file(path),
+        Some(path) => {
+            if let Some(w) = config::loose_secret_file("clustercheck credentials file", path, config::Readers::Owner) {
+                warn!("{w}");
+            }
+            clustercheck::read_credentials_file(path)
+        }
         None => match std::env::var("MYSQL_USERNAME") {
             Ok(user) => {
                 Ok(vipgate::mysql::Credentials { user, password: std::env::var("MYSQL_PASSWORD").unwrap_or_default() })

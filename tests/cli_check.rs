@@ -420,3 +420,29 @@ fn check_fails_when_the_admin_bind_collides_with_a_service_bind() {
     assert!(diags.iter().any(|d| d.line == 1 && d.msg.contains("127.0.0.1:9100")), "{stderr}");
     println!("{} of {} admin/service bind pairs refused, plus the default bind", refused, cases.len());
 }
+
+#[test]
+fn check_warns_about_a_password_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = temp_path("check-mysql-password", "txt");
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let text = format!(
+        "[services.db]\nbind = \"127.0.0.1:{}\"\n[services.db.check]\nkind = \"mysql\"\nuser = \"monitor\"\n\
+         password_file = \"{}\"\n[[services.db.servers]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n",
+        free_port(),
+        secret.display()
+    );
+    for (mode, warns) in [(0o644, true), (0o640, true), (0o600, false), (0o400, false)] {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, stderr, _) = check_text(&text);
+        assert_eq!(code, 0, "mode {mode:04o} is a warning, not an error: {stderr}");
+        let warning = stderr.lines().find(|l| l.contains("password_file") && l.contains("warning:"));
+        if warns {
+            let w = warning.unwrap_or_else(|| panic!("mode {mode:04o}: no warning: {stderr:?}"));
+            assert!(w.contains(&secret.display().to_string()) && w.contains(&format!("{mode:04o}")), "{w}");
+        } else {
+            assert!(warning.is_none(), "mode {mode:04o}: {stderr}");
+        }
+    }
+    let _ = std::fs::remove_file(&secret);
+}

@@ -1000,3 +1000,24 @@ fn credentials_come_from_the_client_section_only() {
     assert!(!st.success(), "credentials outside [client] were taken: {text}");
     assert!(text.contains("[client]") && text.contains("no user"), "{text}");
 }
+
+#[test]
+fn a_credentials_file_others_can_read_is_warned_about() {
+    let db = GaleraDb::start(4, false);
+    for (mode, warned) in [(0o640, true), (0o604, true), (0o600, false), (0o400, false)] {
+        let creds = credentials_file(CHECK_USER, CHECK_PASSWORD);
+        fs::set_permissions(&creds, fs::Permissions::from_mode(mode)).unwrap();
+        let mut check = Check::spawn(db.addr(), &["--credentials-file".into(), creds.display().to_string()], &[]);
+        check.files.push(creds.clone());
+        check.wait_ready();
+        let log = check.log();
+        let line = log.lines().find(|l| l.contains("readable by group or others"));
+        if warned {
+            let line = line.unwrap_or_else(|| panic!("mode {mode:04o}: no warning:\n{log}"));
+            assert!(line.contains("WARN") && line.contains(&creds.display().to_string()), "{line}");
+            assert!(line.contains(&format!("{mode:04o}")), "names the mode: {line}");
+        } else {
+            assert!(line.is_none(), "mode {mode:04o} warned:\n{log}");
+        }
+    }
+}

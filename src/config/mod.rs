@@ -15,7 +15,7 @@ use std::path::Path;
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use http::*;
 pub use model::*;
-pub use secrets::loose_secret_files;
+pub use secrets::{loose_secret_file, loose_secret_files, Readers};
 pub use validate::{parse_bind, parse_server_addr, Problem};
 
 /// Why a configuration could not be loaded.

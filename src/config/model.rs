@@ -308,6 +308,8 @@ pub struct TlsCheck {
 pub struct MysqlCheck {
     pub user: Option<String>,
     pub password: String,
+    /// Where `password` was read from, if from a file (for the warning about its mode).
+    pub password_file: Option<std::path::PathBuf>,
     /// A donor (state 2) counts as usable, as clustercheck's AVAILABLE_WHEN_DONOR=1.
     pub available_when_donor: bool,
     /// `read_only = ON` still counts as usable (clustercheck's default).
