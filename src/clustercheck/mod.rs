@@ -306,4 +306,22 @@ mod tests {
         }
         let _ = std::fs::remove_file(&p);
     }
+
+    #[test]
+    fn settings_never_print_the_password() {
+        let settings = Settings {
+            listen: "127.0.0.1:49000".parse().unwrap(),
+            database: Database::Tcp("127.0.0.1:3306".parse().unwrap()),
+            credentials: Credentials { user: "clustercheck".into(), password: "s3cret-pw".into() },
+            available_when_donor: false,
+            available_when_readonly: true,
+            cache: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            disabled_file: None,
+            max_connections: usize::from(DEFAULT_MAX_CONNECTIONS),
+        };
+        for shown in [format!("{settings:?}"), format!("{settings:#?}")] {
+            assert!(shown.contains("clustercheck") && !shown.contains("s3cret"), "{shown}");
+        }
+    }
 }
