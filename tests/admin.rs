@@ -160,6 +160,7 @@ fn endpoints_answer_and_the_token_guards_everything_but_healthz() {
     let (bind, admin) = (free_addr(), free_addr());
     let token = token_file();
     let socket = temp_path("admin", "sock");
+    let _socket = Removed(socket.clone());
     let cfg = format!(
         "{}{}",
         service_toml("", "web", bind, "balance = \"roundrobin\"\n", &[("a", a.addr, ""), ("b", b.addr, "")])
@@ -617,6 +618,7 @@ fn state_changes_need_a_json_content_type() {
     let (a, b) = (Backend::echo_any("a"), Backend::echo_any("b"));
     let (bind, admin) = (free_addr(), free_addr());
     let socket = temp_path("admin-ctype", "sock");
+    let _socket = Removed(socket.clone());
     let cfg = service_toml("", "web", bind, "", &[("a", a.addr, ""), ("b", b.addr, "")])
         + &admin_block(admin, None, Some(&socket));
     let v = start(&cfg, admin);
@@ -669,5 +671,4 @@ fn state_changes_need_a_json_content_type() {
     }
     assert_eq!(services(admin, None).process.generation, 2);
     println!("{refused} posts without a JSON content type answered 415; 3 JSON posts and 2 CLI reloads accepted");
-    let _ = std::fs::remove_file(&socket);
 }

@@ -335,6 +335,7 @@ fn admin_and_service(admin_lines: &str, service_bind: &str) -> String {
 #[test]
 fn check_warns_at_an_admin_bind_off_loopback_without_a_token() {
     let token = temp_path("check-token", "txt");
+    let _token = Removed(token.clone());
     std::fs::write(&token, "s3cret\n").unwrap();
     std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     let service = format!("127.0.0.1:{}", free_port());
@@ -368,7 +369,6 @@ fn check_warns_at_an_admin_bind_off_loopback_without_a_token() {
             assert!(warning.is_none(), "admin bind {admin} {token_line}: unexpected warning: {stderr}");
         }
     }
-    let _ = std::fs::remove_file(&token);
 }
 
 #[test]
@@ -425,6 +425,7 @@ fn check_fails_when_the_admin_bind_collides_with_a_service_bind() {
 fn check_warns_about_a_password_file_others_can_read() {
     use std::os::unix::fs::PermissionsExt;
     let secret = temp_path("check-mysql-password", "txt");
+    let _secret = Removed(secret.clone());
     std::fs::write(&secret, "s3cret\n").unwrap();
     let text = format!(
         "[services.db]\nbind = \"127.0.0.1:{}\"\n[services.db.check]\nkind = \"mysql\"\nuser = \"monitor\"\n\
@@ -444,5 +445,4 @@ fn check_warns_about_a_password_file_others_can_read() {
             assert!(warning.is_none(), "mode {mode:04o}: {stderr}");
         }
     }
-    let _ = std::fs::remove_file(&secret);
 }

@@ -175,6 +175,7 @@ fn the_handover_socket_is_private_and_refuses_another_user() {
     // hand-over socket as another user.
     let dir = temp_path("upgrade-peer", "d");
     std::fs::create_dir_all(&dir).unwrap();
+    let _dir = Removed(dir.clone());
     let exe = dir.join("vipgate");
     std::fs::copy(BIN, &exe).unwrap();
     let go = dir.join("go");
@@ -240,5 +241,4 @@ fn the_handover_socket_is_private_and_refuses_another_user() {
     assert_eq!(try_which_server(bind).as_deref(), Some("b1"), "the new process serves:\n{}", v.log());
     assert!(!private.exists(), "the hand-over directory {} was left behind", private.display());
     println!("hand-over socket {name}: refused uid 65534, then handed over to pid {pid}");
-    let _ = std::fs::remove_dir_all(&dir);
 }

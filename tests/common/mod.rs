@@ -66,6 +66,20 @@ pub fn temp_path(tag: &str, ext: &str) -> PathBuf {
     std::env::temp_dir().join(format!("vipgate-it-{}-{}-{}-{}.{}", std::process::id(), n, nanos, tag, ext))
 }
 
+/// A temp file or directory of the test's, removed when this goes out of scope (a failed
+/// assertion included).
+pub struct Removed(pub PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        if self.0.is_dir() {
+            let _ = fs::remove_dir_all(&self.0);
+        } else {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+}
+
 /// Write `text` to a fresh temp file and return its path.
 pub fn write_config(tag: &str, text: &str) -> PathBuf {
     let p = temp_path(tag, "toml");
