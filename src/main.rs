@@ -43,8 +43,9 @@ enum Command {
     },
     /// Serve the Galera clustercheck probe (HTTP, 200 = synced, 503 = not) for the local MariaDB.
     ///
-    /// Credentials come from --credentials-file (my.cnf style: user=, password=) or the
-    /// environment (MYSQL_USERNAME, MYSQL_PASSWORD), never from the command line.
+    /// Credentials come from --credentials-file (my.cnf style: user=, password= in its
+    /// [client] section) or the environment (MYSQL_USERNAME, MYSQL_PASSWORD), never from
+    /// the command line.
     Clustercheck(ClustercheckArgs),
     /// Start three local demo backends with vipgate in front and show balancing and failover.
     Demo {
@@ -101,7 +102,8 @@ struct ClustercheckArgs {
     /// Connect over this unix socket instead of TCP.
     #[arg(long)]
     mysql_socket: Option<PathBuf>,
-    /// my.cnf-style file with user= and password= (else MYSQL_USERNAME / MYSQL_PASSWORD).
+    /// my.cnf-style file with user= and password= in its [client] section (else
+    /// MYSQL_USERNAME / MYSQL_PASSWORD).
     #[arg(long)]
     credentials_file: Option<PathBuf>,
     /// A donor/desynced node (wsrep_local_state 2) counts as synced (env AVAILABLE_WHEN_DONOR=1).
@@ -119,6 +121,10 @@ struct ClustercheckArgs {
     /// While this file exists, answer 503 "manually disabled".
     #[arg(long)]
     disabled_file: Option<PathBuf>,
+    /// Connections served at once; more are closed at accept (never queued).
+    #[arg(long, default_value_t = vipgate::clustercheck::DEFAULT_MAX_CONNECTIONS,
+        value_parser = clap::value_parser!(u16).range(1..))]
+    max_connections: u16,
 }
 
 fn parse_flag(s: &str) -> Result<bool, String> {
@@ -136,7 +142,12 @@ fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
 fn clustercheck(args: ClustercheckArgs) -> ExitCode {
     use vipgate::clustercheck::{self, Database, Settings};
     let credentials = match &args.credentials_file {
-        Some(path) => clustercheck::read_credentials_file(path),
+        Some(path) => {
+            if let Some(w) = config::loose_secret_file("clustercheck credentials file", path, config::Readers::Owner) {
+                warn!("{w}");
+            }
+            clustercheck::read_credentials_file(path)
+        }
         None => match std::env::var("MYSQL_USERNAME") {
             Ok(user) => {
                 Ok(vipgate::mysql::Credentials { user, password: std::env::var("MYSQL_PASSWORD").unwrap_or_default() })
@@ -166,6 +177,7 @@ fn clustercheck(args: ClustercheckArgs) -> ExitCode {
         cache: args.cache,
         timeout: args.timeout,
         disabled_file: args.disabled_file,
+        max_connections: usize::from(args.max_connections),
     };
     let rt = match build_runtime(1) {
         Ok(rt) => rt,
@@ -201,8 +213,11 @@ fn clustercheck(args: ClustercheckArgs) -> ExitCode {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Check { config } => match config::load(&config) {
-            Ok(cfg) => {
+        Command::Check { config } => match config::load_with_warnings(&config) {
+            Ok((cfg, warnings)) => {
+                for w in warnings {
+                    eprintln!("{w}");
+                }
                 for w in config::loose_secret_files(&cfg) {
                     eprintln!("{}: warning: {w}", config.display());
                 }

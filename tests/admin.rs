@@ -36,10 +36,14 @@ fn token_file() -> PathBuf {
     p
 }
 
-/// One request on a fresh connection (`Connection: close`).
+/// One request on a fresh connection (`Connection: close`); a POST says its body is JSON,
+/// as every state change must.
 fn call(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> Resp {
-    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
-    raw_call(addr, method, path, &auth, body)
+    let mut extra = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    if method == "POST" {
+        extra.push_str("Content-Type: application/json\r\n");
+    }
+    raw_call(addr, method, path, &extra, body)
 }
 
 fn raw_call(addr: SocketAddr, method: &str, path: &str, extra: &str, body: &str) -> Resp {
@@ -57,9 +61,29 @@ fn unix_call(socket: &Path, method: &str, path: &str) -> (u16, String) {
 }
 
 fn try_unix_call(socket: &Path, method: &str, path: &str) -> std::io::Result<(u16, String)> {
+    try_unix_request(socket, method, path, "", "")
+}
+
+/// A POST over the unix socket with `extra` header lines (each ending in CRLF) and `body`.
+fn unix_post(socket: &Path, path: &str, extra: &str, body: &str) -> (u16, String) {
+    try_unix_request(socket, "POST", path, extra, body)
+        .unwrap_or_else(|e| panic!("POST {path} on {}: {e}", socket.display()))
+}
+
+fn try_unix_request(
+    socket: &Path,
+    method: &str,
+    path: &str,
+    extra: &str,
+    body: &str,
+) -> std::io::Result<(u16, String)> {
     let mut s = UnixStream::connect(socket)?;
     s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(s, "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n\r\n")?;
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )?;
     let mut raw = String::new();
     s.read_to_string(&mut raw)?;
     let status = raw.split(' ').nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
@@ -136,6 +160,7 @@ fn endpoints_answer_and_the_token_guards_everything_but_healthz() {
     let (bind, admin) = (free_addr(), free_addr());
     let token = token_file();
     let socket = temp_path("admin", "sock");
+    let _socket = Removed(socket.clone());
     let cfg = format!(
         "{}{}",
         service_toml("", "web", bind, "balance = \"roundrobin\"\n", &[("a", a.addr, ""), ("b", b.addr, "")])
@@ -405,7 +430,7 @@ fn bad_changes_are_400_and_unknown_names_404() {
     assert_eq!(change(admin, None, "web", "a", &big).status, 413);
     let mut s = http_client::connect(admin);
     let mut raw =
-        "POST /api/v1/services/web/servers/a HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n".to_string();
+        "POST /api/v1/services/web/servers/a HTTP/1.1\r\nHost: a\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_string();
     for _ in 0..20 {
         raw.push_str(&format!("1000\r\n{}\r\n", "y".repeat(0x1000)));
     }
@@ -584,4 +609,66 @@ fn a_new_process_takes_over_the_admin_endpoint_when_the_old_one_exits() {
     });
     assert!(socket_ok.is_some(), "the new process never took the socket:\n{}", new.log());
     let _ = std::fs::remove_file(&socket);
+}
+
+#[test]
+fn state_changes_need_a_json_content_type() {
+    // A browser's cross-site form post can only send a form or text/plain content type
+    // (or none): those must change nothing, over TCP and on the socket alike.
+    let (a, b) = (Backend::echo_any("a"), Backend::echo_any("b"));
+    let (bind, admin) = (free_addr(), free_addr());
+    let socket = temp_path("admin-ctype", "sock");
+    let _socket = Removed(socket.clone());
+    let cfg = service_toml("", "web", bind, "", &[("a", a.addr, ""), ("b", b.addr, "")])
+        + &admin_block(admin, None, Some(&socket));
+    let v = start(&cfg, admin);
+    let drain = r#"{"state": "drain", "weight": 7}"#;
+    let refused_types = [
+        ("no Content-Type", ""),
+        ("a form", "Content-Type: application/x-www-form-urlencoded\r\n"),
+        ("text/plain", "Content-Type: text/plain\r\n"),
+        ("multipart", "Content-Type: multipart/form-data; boundary=x\r\n"),
+        ("JSON as a parameter", "Content-Type: text/plain; type=application/json\r\n"),
+    ];
+    let mut refused = 0;
+    for (what, header) in refused_types {
+        for path in ["/api/v1/services/web/servers/a", "/api/v1/reload"] {
+            let r = raw_call(admin, "POST", path, header, drain);
+            assert_eq!(r.status, 415, "{what} to {path} over TCP: {}", r.text());
+            let e: ErrorView = json(&r);
+            assert!(e.error.contains("application/json"), "{what}: the error names what is wanted: {e:?}");
+            let (status, body) = unix_post(&socket, path, header, drain);
+            assert_eq!(status, 415, "{what} to {path} on the socket: {body}");
+            assert!(body.contains("application/json"), "{body}");
+            refused += 2;
+        }
+    }
+    // Nothing changed: no drain, no weight, no reload.
+    let view = services(admin, None);
+    let s = server(&view, "web", "a");
+    assert_eq!((s.admin.as_str(), s.weight), ("ready", 1), "a refused post changed the server");
+    assert_eq!((view.process.generation, view.process.reloads_total), (0, 0), "a refused post reloaded");
+    assert_eq!(tally(&server_names(bind, 4)), vec![("a".to_string(), 2), ("b".to_string(), 2)]);
+
+    // JSON is accepted with parameters and in any case.
+    for header in ["Content-Type: application/json; charset=utf-8\r\n", "content-type: Application/JSON\r\n"] {
+        let r = raw_call(admin, "POST", "/api/v1/services/web/servers/a", header, drain);
+        assert_eq!(r.status, 200, "{header:?}: {}", r.text());
+    }
+    let (status, body) =
+        unix_post(&socket, "/api/v1/services/web/servers/b", "Content-Type: application/json\r\n", r#"{"weight": 3}"#);
+    assert_eq!(status, 200, "{body}");
+    let view = services(admin, None);
+    assert_eq!((server(&view, "web", "a").admin.as_str(), server(&view, "web", "b").weight), ("drain", 3));
+    assert_eq!(tally(&server_names(bind, 4)), vec![("b".to_string(), 4)], "a drained through a JSON post");
+
+    // vipgate's own clients say JSON: `vipgate reload` over TCP and over the socket.
+    let cfg_path = v.config.to_str().unwrap().to_string();
+    for via in [admin.to_string(), socket.display().to_string()] {
+        let out = run_cli(&["reload", "--config", &cfg_path, "--admin", &via]);
+        assert!(out.status.success(), "vipgate reload via {via}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(String::from_utf8_lossy(&out.stdout).contains("reloaded: config generation"));
+    }
+    assert_eq!(services(admin, None).process.generation, 2);
+    println!("{refused} posts without a JSON content type answered 415; 3 JSON posts and 2 CLI reloads accepted");
 }

@@ -323,3 +323,126 @@ fn run_with_invalid_config_exits_nonzero() {
     assert!(!st.success(), "`run` with an invalid config exited 0");
     assert!(v.log().contains("no servers"), "stderr should explain the problem:\n{}", v.log());
 }
+
+/// `[admin]` at line 1, its `bind` (when given) at line 2, then service `web` on `service_bind`.
+fn admin_and_service(admin_lines: &str, service_bind: &str) -> String {
+    format!(
+        "[admin]\n{admin_lines}\n[services.web]\nbind = [\"127.0.0.1:1\", \"{service_bind}\"]\n\
+         [[services.web.servers]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n"
+    )
+}
+
+#[test]
+fn check_warns_at_an_admin_bind_off_loopback_without_a_token() {
+    let token = temp_path("check-token", "txt");
+    let _token = Removed(token.clone());
+    std::fs::write(&token, "s3cret\n").unwrap();
+    std::fs::set_permissions(&token, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+    let service = format!("127.0.0.1:{}", free_port());
+    for (admin, token_line, warns) in [
+        ("0.0.0.0:9100", "", true),
+        ("*:9100", "", true),
+        ("192.0.2.10:9100", "", true),
+        ("[::]:9100", "", true),
+        ("0.0.0.0:9100", &*format!("token_file = \"{}\"", token.display()), false),
+        ("127.0.0.1:9100", "", false),
+        ("127.0.0.53:9100", "", false),
+        ("[::1]:9100", "", false),
+    ] {
+        let path = write_config(
+            "check-admin-warn",
+            &admin_and_service(&format!("bind = \"{admin}\"\n{token_line}"), &service),
+        );
+        let p = path.display().to_string();
+        let out = run_cli(&["check", "--config", &p]);
+        let _ = std::fs::remove_file(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{admin} is a warning, not an error: {stderr}");
+        assert!(String::from_utf8_lossy(&out.stdout).contains(": OK"), "{admin}: {stderr}");
+        let warning = stderr.lines().find(|l| l.contains("warning:") && l.contains("token_file"));
+        if warns {
+            let w =
+                warning.unwrap_or_else(|| panic!("no warning for admin bind {admin} without token_file: {stderr:?}"));
+            assert!(w.starts_with(&format!("{p}:2:1: warning: ")), "at the bind key: {w}");
+            assert!(w.contains(admin.trim_start_matches("*:")) || admin.starts_with('*'), "names the address: {w}");
+        } else {
+            assert!(warning.is_none(), "admin bind {admin} {token_line}: unexpected warning: {stderr}");
+        }
+    }
+}
+
+#[test]
+fn check_fails_when_the_admin_bind_collides_with_a_service_bind() {
+    // A collision leaves the admin endpoint retrying its bind forever: /readyz never comes
+    // up and keepalived moves the VIP away. It is an error at the admin bind.
+    let port = free_port();
+    let p = |host: &str| format!("{host}:{port}");
+    let cases = [
+        (p("127.0.0.1"), p("127.0.0.1"), true),
+        (p("0.0.0.0"), p("127.0.0.1"), true),
+        (p("*"), p("192.0.2.10"), true),
+        (p("192.0.2.10"), p("*"), true),
+        (p("127.0.0.1"), p("0.0.0.0"), true),
+        // The admin endpoint's [::] takes IPv4 too (the system's default dual stack).
+        (p("[::]"), p("127.0.0.1"), true),
+        (p("[::]"), p("0.0.0.0"), true),
+        (p("[::]"), p("[::1]"), true),
+        (p("[::1]"), p("[::]"), true),
+        (p("[::1]"), p("[::1]"), true),
+        // Apart: another address, another port, or a service's [::] (IPv6 only) beside IPv4.
+        (p("127.0.0.1"), p("127.0.0.2"), false),
+        (p("127.0.0.1"), format!("127.0.0.1:{}", port + 1), false),
+        (p("0.0.0.0"), p("[::]"), false),
+        (p("127.0.0.1"), p("[::]"), false),
+        (p("[::1]"), p("127.0.0.1"), false),
+    ];
+    let mut refused = 0;
+    for (admin, service, collides) in &cases {
+        let text = admin_and_service(&format!("bind = \"{admin}\"\n"), service);
+        let (code, stderr, diags) = check_text(&text);
+        if !collides {
+            assert_eq!(code, 0, "admin {admin} beside service bind {service} is fine: {stderr}");
+            continue;
+        }
+        assert_eq!(code, 1, "admin {admin} collides with service bind {service}: {stderr}");
+        let d = diags
+            .iter()
+            .find(|d| d.msg.contains("admin"))
+            .unwrap_or_else(|| panic!("no admin diagnostic for {admin} vs {service}: {stderr}"));
+        assert_eq!(d.line, 2, "at the [admin] bind line: {d:?}");
+        let shown = service.replace('*', "0.0.0.0");
+        assert!(d.msg.contains("\"web\"") && d.msg.contains(&shown), "names the service bind: {d:?}");
+        refused += 1;
+    }
+    // Without a bind key the default 127.0.0.1:9100 can collide too: the error is at [admin].
+    let (code, stderr, diags) = check_text(&admin_and_service("", "127.0.0.1:9100"));
+    assert_eq!(code, 1, "the default admin bind collides with 127.0.0.1:9100: {stderr}");
+    assert!(diags.iter().any(|d| d.line == 1 && d.msg.contains("127.0.0.1:9100")), "{stderr}");
+    println!("{} of {} admin/service bind pairs refused, plus the default bind", refused, cases.len());
+}
+
+#[test]
+fn check_warns_about_a_password_file_others_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let secret = temp_path("check-mysql-password", "txt");
+    let _secret = Removed(secret.clone());
+    std::fs::write(&secret, "s3cret\n").unwrap();
+    let text = format!(
+        "[services.db]\nbind = \"127.0.0.1:{}\"\n[services.db.check]\nkind = \"mysql\"\nuser = \"monitor\"\n\
+         password_file = \"{}\"\n[[services.db.servers]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\n",
+        free_port(),
+        secret.display()
+    );
+    for (mode, warns) in [(0o644, true), (0o640, true), (0o600, false), (0o400, false)] {
+        std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(mode)).unwrap();
+        let (code, stderr, _) = check_text(&text);
+        assert_eq!(code, 0, "mode {mode:04o} is a warning, not an error: {stderr}");
+        let warning = stderr.lines().find(|l| l.contains("password_file") && l.contains("warning:"));
+        if warns {
+            let w = warning.unwrap_or_else(|| panic!("mode {mode:04o}: no warning: {stderr:?}"));
+            assert!(w.contains(&secret.display().to_string()) && w.contains(&format!("{mode:04o}")), "{w}");
+        } else {
+            assert!(warning.is_none(), "mode {mode:04o}: {stderr}");
+        }
+    }
+}

@@ -933,3 +933,91 @@ fn donor_and_read_only_switches_take_values_on_the_command_line() {
     let a = check.get();
     assert!(a.is(200, SYNCED), "{a:?}");
 }
+
+/// The responder's default cap on connections served at once.
+const DEFAULT_CAP: usize = 64;
+
+#[test]
+fn connections_over_the_cap_are_closed_at_accept_and_the_responder_recovers() {
+    let db = GaleraDb::start(4, false);
+    let check = Check::start(db.addr(), &["--cache", "0"]);
+    // Clients that connect and send nothing hold a slot each for the 2 s the responder
+    // waits for a request head.
+    let mut idle: Vec<TcpStream> =
+        (0..DEFAULT_CAP).map(|i| TcpStream::connect(check.addr).unwrap_or_else(|e| panic!("idle {i}: {e}"))).collect();
+    // One more, behind them in the accept queue: closed at once, without an answer.
+    let start = Instant::now();
+    let mut over = TcpStream::connect(check.addr).unwrap();
+    over.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let _ = over.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n");
+    let mut got = Vec::new();
+    let _ = over.read_to_end(&mut got);
+    let refused_after = start.elapsed();
+    assert!(got.is_empty(), "connection {} was answered: {:?}", DEFAULT_CAP + 1, String::from_utf8_lossy(&got));
+    assert!(refused_after < Duration::from_millis(1500), "closed only after {refused_after:?}: it was queued");
+    // The idle ones are answered in turn (the script answers even a silent client)...
+    for (i, s) in idle.iter_mut().enumerate() {
+        s.set_read_timeout(Some(PROBE_LIMIT)).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap_or_else(|e| panic!("idle client {i}: {e}"));
+        let a = parse_answer(&raw, Duration::ZERO).unwrap_or_else(|e| panic!("idle client {i}: {e}"));
+        assert!(a.is(200, SYNCED), "idle client {i}: {a:?}");
+    }
+    // ...and once they are, probes get in again.
+    let a = check.get_until(Duration::from_secs(10), |a| a.is(200, SYNCED));
+    assert!(a.is(200, SYNCED), "the responder did not recover: {a:?}");
+    assert!(check.log().contains("max-connections"), "the refusal is logged:\n{}", check.log());
+    println!("{DEFAULT_CAP} idle clients held; client {} closed after {refused_after:?}; then 200", DEFAULT_CAP + 1);
+}
+
+#[test]
+fn credentials_come_from_the_client_section_only() {
+    let db = GaleraDb::start(4, false);
+    let creds = TempFile(temp_path("clustercheck-sections", "cnf"));
+    fs::write(
+        &creds.0,
+        format!(
+            "# my.cnf style, as DEFAULTS_EXTRA_FILE\n[mysqld]\nuser = mysql\npassword = \"server-side\"\n\n\
+             [client]\nuser = {CHECK_USER}\npassword = \"{CHECK_PASSWORD}\"\n\n\
+             [client_server]\nuser = root\npassword = \"not-this\"\n[mysql]\npassword = \"nor-this\"\n"
+        ),
+    )
+    .unwrap();
+    fs::set_permissions(&creds.0, fs::Permissions::from_mode(0o600)).unwrap();
+    let mut check =
+        Check::spawn(db.addr(), &["--credentials-file".into(), creds.arg(), "--cache".into(), "0".into()], &[]);
+    check.wait_ready();
+    let a = check.get();
+    assert!(a.is(200, SYNCED), "{a:?}");
+    assert_eq!(db.state.users.lock().unwrap().as_slice(), [CHECK_USER], "logged in as the [client] user");
+    assert_eq!(db.state.logins_refused.load(Ordering::SeqCst), 0, "the [client] password was used");
+
+    // A user only in another section is no user at all.
+    let other = TempFile(temp_path("clustercheck-mysqld-only", "cnf"));
+    fs::write(&other.0, "[mysqld]\nuser = mysql\npassword = x\n[client_server]\nuser = root\n").unwrap();
+    fs::set_permissions(&other.0, fs::Permissions::from_mode(0o600)).unwrap();
+    let (st, text) = run_clustercheck(&["--listen", &free_addr().to_string(), "--credentials-file", &other.arg()], &[]);
+    assert!(!st.success(), "credentials outside [client] were taken: {text}");
+    assert!(text.contains("[client]") && text.contains("no user"), "{text}");
+}
+
+#[test]
+fn a_credentials_file_others_can_read_is_warned_about() {
+    let db = GaleraDb::start(4, false);
+    for (mode, warned) in [(0o640, true), (0o604, true), (0o600, false), (0o400, false)] {
+        let creds = credentials_file(CHECK_USER, CHECK_PASSWORD);
+        fs::set_permissions(&creds, fs::Permissions::from_mode(mode)).unwrap();
+        let mut check = Check::spawn(db.addr(), &["--credentials-file".into(), creds.display().to_string()], &[]);
+        check.files.push(creds.clone());
+        check.wait_ready();
+        let log = check.log();
+        let line = log.lines().find(|l| l.contains("readable by group or others"));
+        if warned {
+            let line = line.unwrap_or_else(|| panic!("mode {mode:04o}: no warning:\n{log}"));
+            assert!(line.contains("WARN") && line.contains(&creds.display().to_string()), "{line}");
+            assert!(line.contains(&format!("{mode:04o}")), "names the mode: {line}");
+        } else {
+            assert!(line.is_none(), "mode {mode:04o} warned:\n{log}");
+        }
+    }
+}

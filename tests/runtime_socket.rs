@@ -4,6 +4,8 @@
 //! unix-socket connections.
 
 mod common;
+#[path = "support/http_client.rs"]
+mod http_client;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
@@ -80,6 +82,18 @@ fn stat_status(socket: &Path, svc: &str, srv: &str) -> String {
         .unwrap_or_else(|| panic!("no row {svc},{srv} in:\n{out}"))
 }
 
+/// Without socat the tests that need it skip, unless CI says it must be there.
+fn socat_installed() -> bool {
+    if std::path::Path::new("/usr/bin/socat").exists() {
+        return true;
+    }
+    if std::env::var_os("VIPGATE_REQUIRE_SOCAT").is_some() {
+        panic!("socat is not installed (VIPGATE_REQUIRE_SOCAT is set)");
+    }
+    eprintln!("SKIP: socat is not installed");
+    false
+}
+
 fn greeting(bind: std::net::SocketAddr) -> String {
     let mut c = connect(bind);
     read_line(&mut c).expect("backend greeting")
@@ -87,11 +101,7 @@ fn greeting(bind: std::net::SocketAddr) -> String {
 
 #[test]
 fn show_info_answers_socat_like_haproxy() {
-    if !std::path::Path::new("/usr/bin/socat").exists() {
-        if std::env::var_os("VIPGATE_REQUIRE_SOCAT").is_some() {
-            panic!("socat is not installed (VIPGATE_REQUIRE_SOCAT is set)");
-        }
-        eprintln!("SKIP: socat is not installed");
+    if !socat_installed() {
         return;
     }
     let s = setup();
@@ -237,4 +247,60 @@ fn socket_mode_is_configurable_but_never_world_writable() {
     let out = run_cli(&["check", "--config", path.to_str().unwrap()]);
     let _ = std::fs::remove_file(&path);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// The TCP admin port's connection cap (`MAX_CONNECTIONS` in src/admin/mod.rs).
+const TCP_CAP: usize = 128;
+
+#[test]
+fn a_full_tcp_admin_port_does_not_lock_out_the_socket() {
+    if !socat_installed() {
+        return;
+    }
+    let b1 = Backend::echo_any("b1");
+    let (bind, admin) = (free_addr(), free_addr());
+    let socket = temp_path("cli-slots", "sock");
+    let cfg = format!(
+        "[admin]\nbind = \"{admin}\"\nsocket = \"{}\"\n{}",
+        socket.display(),
+        service_toml("", "api", bind, "", &[("b1", b1.addr, "")])
+    );
+    let s = Setup { v: Vipgate::start(&cfg, bind), bind, socket, _backends: vec![b1] };
+    let (v, socket) = (&s.v, &s.socket);
+    assert!(eventually(WAIT, || UnixStream::connect(socket).ok()).is_some(), "no admin socket:\n{}", v.log());
+
+    // Fill every TCP slot with keep-alive clients that asked once and now sit idle (an
+    // idle keep-alive connection is closed after 10 s, so what follows must fit in that).
+    let started = tokio::time::Instant::now();
+    let healthz = "GET /healthz HTTP/1.1\r\nHost: a\r\n\r\n";
+    let mut held: Vec<std::net::TcpStream> = (0..TCP_CAP)
+        .map(|i| {
+            let mut s = http_client::connect(admin);
+            let r = http_client::send(&mut s, healthz).unwrap_or_else(|e| panic!("keep-alive client {i}: {e}"));
+            assert_eq!(r.status, 200, "client {i}");
+            s
+        })
+        .collect();
+    // The cap holds on TCP: one more connection is closed without an answer.
+    let mut extra = http_client::connect(admin);
+    extra.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let refused = http_client::send(&mut extra, healthz);
+    assert!(refused.is_err(), "connection {} over the TCP cap was served: {refused:?}", TCP_CAP + 1);
+
+    // The socket has slots of its own: kolla's check and the CLI still get answers.
+    let (ok, out) = socat(socket, "show info");
+    assert!(ok && out.lines().any(|l| l == "Name: vipgate"), "socat show info with the TCP port full: {out:?}");
+    let out = run_cli(&["status", "--config", v.config.to_str().unwrap(), "--admin", socket.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "vipgate status over the socket: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.lines().any(|l| l.starts_with("api") && l.contains(" b1 ")), "{stdout}");
+
+    // And the TCP clients were held all along: each still answers on its connection.
+    for (i, c) in held.iter_mut().enumerate() {
+        let r = http_client::send(c, healthz).unwrap_or_else(|e| panic!("held client {i} after the socket calls: {e}"));
+        assert_eq!(r.status, 200, "held client {i}");
+    }
+    let elapsed = started.elapsed();
+    assert!(elapsed < Duration::from_secs(9), "took {elapsed:?}: idle clients may have timed out meanwhile");
+    println!("{TCP_CAP} idle TCP admin clients held; connection {} refused; socat and vipgate status answered on the socket in {elapsed:?}", TCP_CAP + 1);
 }

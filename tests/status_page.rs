@@ -112,7 +112,7 @@ fn services(admin: SocketAddr) -> ServicesView {
 fn post(admin: SocketAddr, path: &str, body: &str) {
     let mut s = http_client::connect(admin);
     let raw =
-        format!("POST {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        format!("POST {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
     let r = http_client::send(&mut s, &raw).expect("answer");
     assert_eq!(r.status, 200, "{}", r.text());
 }

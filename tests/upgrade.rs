@@ -150,3 +150,95 @@ fn upgrade_by_config_finds_the_process_through_the_admin_endpoint() {
     });
     assert!(ok.is_some(), "the new process never served the admin endpoint:\n{}", v.log());
 }
+
+/// VIPGATE_UPGRADE_FROM in the environment of process `pid`.
+fn upgrade_from(pid: i32) -> Option<std::path::PathBuf> {
+    let environ = std::fs::read(format!("/proc/{pid}/environ")).ok()?;
+    environ.split(|&b| b == 0).find_map(|kv| {
+        let value = kv.strip_prefix(b"VIPGATE_UPGRADE_FROM=")?;
+        Some(std::path::PathBuf::from(String::from_utf8_lossy(value).into_owned()))
+    })
+}
+
+#[test]
+fn the_handover_socket_is_private_and_refuses_another_user() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    use std::os::unix::process::CommandExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 || !std::path::Path::new("/usr/bin/socat").exists() {
+        assert!(std::env::var_os("CI").is_none(), "CI runs this as root with socat installed");
+        eprintln!("SKIP: needs root (to connect as another user) and socat");
+        return;
+    }
+    // vipgate runs from a copy whose path then holds a script: the upgrade starts the
+    // script, which keeps the real new process back until the test has tried the
+    // hand-over socket as another user.
+    let dir = temp_path("upgrade-peer", "d");
+    std::fs::create_dir_all(&dir).unwrap();
+    let _dir = Removed(dir.clone());
+    let exe = dir.join("vipgate");
+    std::fs::copy(BIN, &exe).unwrap();
+    let go = dir.join("go");
+    let b = Backend::echo_any("b1");
+    let bind = free_addr();
+    let cfg = format!(
+        "{}\n[services.db]\nbind = \"{bind}\"\n{}",
+        global("grace = \"2s\""),
+        servers("db", &[("b1", b.addr, "")])
+    );
+    let mut v = Vipgate::spawn_bin(&exe, &cfg);
+    v.wait_ready(bind);
+    let script = dir.join("vipgate.script");
+    std::fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\ni=0\nwhile [ ! -e '{}' ] && [ $i -lt 300 ]; do sleep 0.1; i=$((i+1)); done\nexec '{BIN}' \"$@\"\n",
+            go.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&script, &exe).unwrap();
+
+    v.signal(libc::SIGUSR2);
+    v.wait_log_line(WAIT, |l| l.contains("upgrade: new process started")).unwrap_or_else(|| panic!("{}", v.log()));
+    let pid = new_pid(&v.log()).unwrap_or_else(|| panic!("no new pid:\n{}", v.log()));
+    let _adopted = Adopted(pid);
+    let path = eventually(WAIT, || upgrade_from(pid)).unwrap_or_else(|| panic!("no VIPGATE_UPGRADE_FROM in {pid}"));
+
+    // Not guessable, and in a directory only vipgate's user can enter, made so from the start.
+    let old_pid = v.pid().to_string();
+    let name = path.to_string_lossy().into_owned();
+    assert!(
+        !name.contains(&format!("vipgate-upgrade-{old_pid}")),
+        "the socket path {name} is derived from the pid {old_pid}"
+    );
+    let private = path.parent().unwrap().to_path_buf();
+    let meta = std::fs::metadata(&private).unwrap();
+    assert!(meta.is_dir() && private != std::env::temp_dir(), "{name} is not in a private directory");
+    assert_eq!((meta.permissions().mode() & 0o7777, meta.uid()), (0o700, 0), "{}", private.display());
+
+    // Root opens the way; a process of another user connects, and is refused.
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o711)).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let out = std::process::Command::new("socat")
+        .args(["-u", "OPEN:/dev/null"])
+        .arg(format!("UNIX-CONNECT:{name}"))
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("run socat as nobody");
+    assert!(out.status.success(), "nobody could not even connect: {}", String::from_utf8_lossy(&out.stderr));
+    let refusal = v.wait_log_line(WAIT, |l| l.contains("upgrade") && l.contains("refused") && l.contains("65534"));
+    assert!(refusal.is_some(), "a peer of uid 65534 was not refused:\n{}", v.log());
+    assert!(!v.log().contains("upgrade failed"), "the upgrade gave up on a stranger:\n{}", v.log());
+
+    // The real new process (same user) connects after that and takes over.
+    std::fs::write(&go, "").unwrap();
+    v.wait_log_line(WAIT, |l| l.contains("upgrade: the new process accepts"))
+        .unwrap_or_else(|| panic!("no handover after the refusal:\n{}", v.log()));
+    v.expect_exit_zero("after handing over");
+    assert_eq!(try_which_server(bind).as_deref(), Some("b1"), "the new process serves:\n{}", v.log());
+    assert!(!private.exists(), "the hand-over directory {} was left behind", private.display());
+    println!("hand-over socket {name}: refused uid 65534, then handed over to pid {pid}");
+}

@@ -176,9 +176,11 @@ fn exchange(
         Endpoint::Unix(_) => "localhost".to_string(),
     };
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    // The endpoint takes state changes only as JSON (a browser's form post is not).
+    let content_type = if method == "POST" { "Content-Type: application/json\r\n" } else { "" };
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: vipgate-cli/{}\r\nAccept: application/json\r\n\
-         Connection: close\r\nContent-Length: 0\r\n{auth}\r\n",
+         Connection: close\r\n{content_type}Content-Length: 0\r\n{auth}\r\n",
         env!("CARGO_PKG_VERSION")
     );
     s.write_all(head.as_bytes()).map_err(|e| Failure::Exchange(format!("sending the request: {e}")))?;

@@ -5,7 +5,8 @@
 //! when `token_file` is set; the socket needs none, its file mode (0600 by default) is the access
 //! control. Requests are small and rare, so each connection gets its own task, bodies are
 //! capped at [`MAX_BODY`], heads must arrive within [`HEADER_TIMEOUT`], and at most
-//! [`MAX_CONNECTIONS`] connections are served at once.
+//! [`MAX_CONNECTIONS`] TCP and [`MAX_SOCKET_CONNECTIONS`] unix-socket connections are served
+//! at once.
 
 pub mod api;
 pub mod cli;
@@ -43,9 +44,14 @@ pub const MAX_BODY: usize = 64 * 1024;
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request body must arrive within this once its head is in.
 pub const BODY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections served at once; more are closed at accept. Operators and a scraper or two
+/// TCP connections served at once; more are closed at accept. Operators and a scraper or two
 /// need a handful; the cap keeps a misbehaving client from taking the process's descriptors.
 pub const MAX_CONNECTIONS: usize = 128;
+/// Unix-socket connections served at once, counted apart from TCP: keepalived's check,
+/// `vipgate status/reload/upgrade` and `socat` must get in while the TCP port is full of idle
+/// clients (a missed `show info` moves the VIP). Only the socket's owner can connect, so a
+/// few dozen is plenty.
+pub const MAX_SOCKET_CONNECTIONS: usize = 32;
 
 type Resp = Response<Full<Bytes>>;
 
@@ -68,7 +74,8 @@ impl fmt::Display for Peer {
 struct Shared {
     control: Control,
     token: Option<String>,
-    slots: Arc<Semaphore>,
+    tcp_slots: Arc<Semaphore>,
+    socket_slots: Arc<Semaphore>,
 }
 
 /// While the address is taken, try again this often: during a hitless upgrade the old
@@ -81,7 +88,12 @@ pub async fn serve(cfg: Admin, control: Control) -> io::Result<()> {
     if !cfg.bind.ip().is_loopback() && cfg.token.is_none() {
         warn!(bind = %cfg.bind, "admin endpoint on a non-loopback address without token_file: anyone who can reach it can drain servers and reload");
     }
-    let shared = Arc::new(Shared { control, token: cfg.token, slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)) });
+    let shared = Arc::new(Shared {
+        control,
+        token: cfg.token,
+        tcp_slots: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
+        socket_slots: Arc::new(Semaphore::new(MAX_SOCKET_CONNECTIONS)),
+    });
     let tcp = serve_tcp(cfg.bind, Arc::clone(&shared));
     match cfg.socket {
         Some(path) => tokio::try_join!(tcp, serve_unix(path, cfg.socket_mode, shared)).map(|_| ()),
@@ -106,7 +118,7 @@ async fn serve_tcp(bind: SocketAddr, shared: Arc<Shared>) -> io::Result<()> {
             Ok((stream, peer)) => {
                 backoff.reset();
                 let _ = stream.set_nodelay(true);
-                spawn_connection(stream, Peer::Tcp(peer), &shared);
+                spawn_tcp(stream, peer, &shared);
             }
             Err(e) => backoff.wait(&e).await,
         }
@@ -198,8 +210,8 @@ impl Backoff {
 /// The unix socket speaks HTTP (the JSON API) and HAProxy's command language: the first
 /// line decides, and what was read to see it is replayed to whichever serves it.
 fn spawn_unix(mut stream: tokio::net::UnixStream, shared: &Arc<Shared>) {
-    let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() else {
-        debug!("admin socket connection refused: too many open");
+    let Ok(permit) = Arc::clone(&shared.socket_slots).try_acquire_owned() else {
+        debug!(limit = MAX_SOCKET_CONNECTIONS, "admin socket connection refused: too many open");
         return;
     };
     let shared = Arc::clone(shared);
@@ -230,15 +242,12 @@ fn spawn_unix(mut stream: tokio::net::UnixStream, shared: &Arc<Shared>) {
     });
 }
 
-fn spawn_connection<I>(io: I, peer: Peer, shared: &Arc<Shared>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
-    let Ok(permit) = Arc::clone(&shared.slots).try_acquire_owned() else {
-        debug!(%peer, "admin connection refused: too many open");
+fn spawn_tcp(stream: tokio::net::TcpStream, peer: SocketAddr, shared: &Arc<Shared>) {
+    let Ok(permit) = Arc::clone(&shared.tcp_slots).try_acquire_owned() else {
+        debug!(%peer, limit = MAX_CONNECTIONS, "admin connection refused: too many open");
         return;
     };
-    tokio::spawn(serve_http(io, peer, Arc::clone(shared), permit));
+    tokio::spawn(serve_http(stream, Peer::Tcp(peer), Arc::clone(shared), permit));
 }
 
 async fn serve_http<I>(io: I, peer: Peer, shared: Arc<Shared>, permit: tokio::sync::OwnedSemaphorePermit)
@@ -292,6 +301,9 @@ async fn handle(req: Request<Incoming>, shared: &Shared, peer: Peer) -> Resp {
             if method != Method::POST {
                 return not_allowed("POST");
             }
+            if let Some(r) = refuse_unless_json(req.headers()) {
+                return r;
+            }
             // The body, if any, is ignored; it is still read within bounds so a keep-alive
             // connection stays in step.
             if let Err(r) = read_body(req).await {
@@ -302,9 +314,12 @@ async fn handle(req: Request<Incoming>, shared: &Shared, peer: Peer) -> Resp {
         p => match api::server_path(p) {
             Some(Ok((svc, srv))) => match method {
                 Method::GET | Method::HEAD => api::get_server(control, &svc, &srv),
-                Method::POST => match read_body(req).await {
-                    Ok(body) => api::change_server(control, &svc, &srv, &body, &peer.to_string()),
-                    Err(r) => r,
+                Method::POST => match refuse_unless_json(req.headers()) {
+                    Some(r) => r,
+                    None => match read_body(req).await {
+                        Ok(body) => api::change_server(control, &svc, &srv, &body, &peer.to_string()),
+                        Err(r) => r,
+                    },
                 },
                 _ => not_allowed("GET, HEAD, POST"),
             },
@@ -350,6 +365,25 @@ async fn read_body(req: Request<Incoming>) -> Result<Bytes, Resp> {
         Ok(Err(e)) => Err(api::error(StatusCode::BAD_REQUEST, format!("cannot read the request body: {e}"))),
         Err(_) => Err(api::error(StatusCode::REQUEST_TIMEOUT, "request body too slow")),
     }
+}
+
+/// A state change must say its body is JSON. A browser sends a cross-site form post
+/// (`application/x-www-form-urlencoded`, `multipart/form-data`, `text/plain`, or no type)
+/// without asking the site first, but never `application/json`: requiring it keeps a page
+/// the operator happens to visit from draining a server or reloading through the endpoint.
+/// Parameters (`; charset=utf-8`) are allowed; the type is matched case-insensitively.
+/// The 415 answer, or None for a JSON body.
+fn refuse_unless_json(headers: &HeaderMap) -> Option<Resp> {
+    let given = headers.get(header::CONTENT_TYPE).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+    let media_type = given.as_deref().map(|v| v.split(';').next().unwrap_or_default().trim());
+    if media_type.is_some_and(|t| t.eq_ignore_ascii_case("application/json")) {
+        return None;
+    }
+    let got = match &given {
+        Some(v) => format!("got \"{}\"", v.escape_debug()),
+        None => "none was sent".to_string(),
+    };
+    Some(api::error(StatusCode::UNSUPPORTED_MEDIA_TYPE, format!("send Content-Type: application/json ({got})")))
 }
 
 /// `Authorization: Bearer <token>`, compared in constant time so the answer's timing says
@@ -403,6 +437,28 @@ fn not_allowed(allow: &'static str) -> Resp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_json_bodies_change_state() {
+        let mut h = HeaderMap::new();
+        assert!(refuse_unless_json(&h).is_some());
+        for (value, ok) in [
+            ("application/json", true),
+            ("application/json; charset=utf-8", true),
+            ("APPLICATION/JSON ;charset=UTF-8", true),
+            (" application/json", true),
+            ("application/x-www-form-urlencoded", false),
+            ("multipart/form-data; boundary=x", false),
+            ("text/plain", false),
+            ("text/plain; x=application/json", false),
+            ("application/jsonx", false),
+            ("application/json-seq", false),
+            ("", false),
+        ] {
+            h.insert(header::CONTENT_TYPE, HeaderValue::from_static(value));
+            assert_eq!(refuse_unless_json(&h).is_none(), ok, "{value:?}");
+        }
+    }
 
     #[test]
     fn bearer_tokens() {

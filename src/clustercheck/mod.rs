@@ -6,7 +6,10 @@
 //! texts, same Content-Length arithmetic), so HAProxy and vipgate alike can probe it. The
 //! verdict is cached for a moment and computed by one request at a time, so a burst of
 //! probes never becomes a burst of database logins; a database that does not answer
-//! gives 503 within the timeout, never a hang.
+//! gives 503 within the timeout, never a hang. At most `max_connections` clients are
+//! served at once (each holds a slot for up to 2 s while its request head comes); more are
+//! closed at accept, so a flood of idle connections costs a bounded number of tasks and
+//! descriptors and the responder answers again as soon as they go.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -15,7 +18,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::Mutex;
+use tokio::sync::{Mutex, Semaphore};
 use tokio::time::{timeout, Instant};
 use tracing::{debug, info, warn};
 
@@ -47,7 +50,15 @@ pub struct Settings {
     pub timeout: Duration,
     /// While this file exists the node answers 503 "manually disabled".
     pub disabled_file: Option<PathBuf>,
+    /// Connections served at once; more are closed at accept.
+    pub max_connections: usize,
 }
+
+/// The default of `--max-connections`: a Galera node is probed by a few balancers every
+/// second or two; 64 leaves room for many of them and for retries.
+pub const DEFAULT_MAX_CONNECTIONS: u16 = 64;
+/// While connections are refused, say so at most this often.
+const REFUSALS_LOGGED_EVERY: Duration = Duration::from_secs(10);
 
 /// The HTTP answer for a verdict, byte for byte as the clustercheck script writes it.
 pub fn response(ok: bool, text: &str) -> Vec<u8> {
@@ -162,12 +173,23 @@ pub async fn serve(settings: Settings) -> std::io::Result<()> {
     let listener = crate::net::bind_listener(settings.listen, 1024, None)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
     info!(listen = %settings.listen, database = ?settings.database, cache_ms = settings.cache.as_millis() as u64, "clustercheck responder listening");
+    let slots = Arc::new(Semaphore::new(settings.max_connections));
+    let mut refusals = Refusals::default();
+    let max = settings.max_connections;
     let responder = Responder::new(settings);
     loop {
         match listener.accept().await {
-            Ok((conn, peer)) => {
-                tokio::spawn(Arc::clone(&responder).answer(conn, peer));
-            }
+            Ok((conn, peer)) => match Arc::clone(&slots).try_acquire_owned() {
+                Ok(permit) => {
+                    let responder = Arc::clone(&responder);
+                    tokio::spawn(async move {
+                        responder.answer(conn, peer).await;
+                        drop(permit);
+                    });
+                }
+                // Closed, not queued: a waiting queue would grow with the flood.
+                Err(_) => refusals.note(peer, max),
+            },
             Err(e) => {
                 warn!(error = %e, "accept failed; backing off");
                 tokio::time::sleep(Duration::from_millis(100)).await;
@@ -176,14 +198,45 @@ pub async fn serve(settings: Settings) -> std::io::Result<()> {
     }
 }
 
-/// Credentials from a my.cnf-style file (`user=` and `password=` lines, as in the
-/// `[client]` section clustercheck's DEFAULTS_EXTRA_FILE points to).
+/// Connections refused over the cap, logged once per [`REFUSALS_LOGGED_EVERY`] with a
+/// count, so a flood does not become a flood of log lines.
+#[derive(Default)]
+struct Refusals {
+    last_logged: Option<Instant>,
+    unlogged: u64,
+}
+
+impl Refusals {
+    fn note(&mut self, peer: SocketAddr, max: usize) {
+        self.unlogged += 1;
+        if self.last_logged.is_some_and(|t| t.elapsed() < REFUSALS_LOGGED_EVERY) {
+            return;
+        }
+        warn!(client = %peer, refused = self.unlogged, max_connections = max,
+            "clustercheck connection closed at accept: --max-connections are open");
+        self.last_logged = Some(Instant::now());
+        self.unlogged = 0;
+    }
+}
+
+/// Credentials from a my.cnf-style file: the `user=` and `password=` lines of its
+/// `[client]` section, the one clustercheck's DEFAULTS_EXTRA_FILE holds them in. Every
+/// other section (`[mysqld]`, `[client_server]`, `[mysql]`, ...) is for another program
+/// and is not read, nor are lines before the first section or `!include` directives.
 pub fn read_credentials_file(path: &std::path::Path) -> Result<Credentials, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
     let (mut user, mut password) = (None, None);
+    let mut in_client = false;
     for line in text.lines() {
         let line = line.trim();
-        if line.starts_with('#') || line.starts_with(';') || line.starts_with('[') {
+        if line.starts_with('#') || line.starts_with(';') || line.starts_with('!') {
+            continue;
+        }
+        if let Some(section) = line.strip_prefix('[') {
+            in_client = section.split(']').next().is_some_and(|name| name.trim() == "client");
+            continue;
+        }
+        if !in_client {
             continue;
         }
         if let Some((k, v)) = line.split_once('=') {
@@ -195,7 +248,9 @@ pub fn read_credentials_file(path: &std::path::Path) -> Result<Credentials, Stri
             }
         }
     }
-    let user = user.ok_or_else(|| format!("{}: no user= line", path.display()))?;
+    let user = user.ok_or_else(|| {
+        format!("{}: no user= line in its [client] section (no other section is read)", path.display())
+    })?;
     Ok(Credentials { user, password: password.unwrap_or_default() })
 }
 
@@ -227,5 +282,46 @@ mod tests {
         std::fs::write(&p, "password=x\n").unwrap();
         assert!(read_credentials_file(&p).unwrap_err().contains("no user"));
         let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn credentials_only_from_the_client_section() {
+        let p = std::env::temp_dir().join(format!("vipgate-cc-sections-{}.cnf", std::process::id()));
+        std::fs::write(
+            &p,
+            "user = before-any-section\n[mysqld]\nuser=mysql\npassword=server\n[ client ]\nuser=cc\npassword=right\n\
+             [client_server]\nuser=root\npassword=wrong\n[clientx]\npassword=wrong\n[mysql]\npassword=wrong\n",
+        )
+        .unwrap();
+        let c = read_credentials_file(&p).unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("cc", "right"));
+        // A later [client] section adds to the first, as in MySQL's own option files.
+        std::fs::write(&p, "[client]\nuser=cc\n[mysqld]\npassword=wrong\n[client]\npassword=late\n").unwrap();
+        let c = read_credentials_file(&p).unwrap();
+        assert_eq!((c.user.as_str(), c.password.as_str()), ("cc", "late"));
+        for text in ["[mysqld]\nuser=mysql\n", "user=x\npassword=y\n", "[client_server]\nuser=root\n"] {
+            std::fs::write(&p, text).unwrap();
+            let e = read_credentials_file(&p).unwrap_err();
+            assert!(e.contains("no user= line in its [client] section"), "{text:?}: {e}");
+        }
+        let _ = std::fs::remove_file(&p);
+    }
+
+    #[test]
+    fn settings_never_print_the_password() {
+        let settings = Settings {
+            listen: "127.0.0.1:49000".parse().unwrap(),
+            database: Database::Tcp("127.0.0.1:3306".parse().unwrap()),
+            credentials: Credentials { user: "clustercheck".into(), password: "s3cret-pw".into() },
+            available_when_donor: false,
+            available_when_readonly: true,
+            cache: Duration::from_secs(1),
+            timeout: Duration::from_secs(5),
+            disabled_file: None,
+            max_connections: usize::from(DEFAULT_MAX_CONNECTIONS),
+        };
+        for shown in [format!("{settings:?}"), format!("{settings:#?}")] {
+            assert!(shown.contains("clustercheck") && !shown.contains("s3cret"), "{shown}");
+        }
     }
 }

@@ -39,6 +39,8 @@ pub(super) struct CheckFields {
     server_name: Option<String>,
     user: Option<String>,
     password: Option<String>,
+    /// The file `password` came from; set or cleared with it.
+    password_file: Option<PathBuf>,
     available_when_donor: Option<bool>,
     available_when_readonly: Option<bool>,
     /// Keys present in this table, with their spans, to report keys foreign to the kind.
@@ -54,7 +56,7 @@ macro_rules! merge_fields {
 impl CheckFields {
     /// `over` (a service's table) wins key by key over `self` (the defaults').
     pub(super) fn merged(&self, over: &CheckFields) -> CheckFields {
-        merge_fields!(
+        let mut merged = merge_fields!(
             self,
             over,
             kind,
@@ -78,9 +80,15 @@ impl CheckFields {
             server_name,
             user,
             password,
+            password_file,
             available_when_donor,
             available_when_readonly
-        )
+        );
+        // The password and the file it came from go together: a service's own
+        // `password` is from no file, even if the defaults' came from one.
+        merged.password_file =
+            if over.password.is_some() { over.password_file.clone() } else { self.password_file.clone() };
+        merged
     }
 }
 
@@ -114,16 +122,22 @@ impl Validator {
                 "verify" => c.verify = self.boolean(key, value),
                 "server_name" => c.server_name = self.header_value(key, value),
                 "user" => c.user = self.string(key, value).map(str::to_string),
-                "password" => c.password = self.string(key, value).map(str::to_string),
                 "password_file" => {
                     c.password = self.string(key, value).and_then(|p| match std::fs::read_to_string(p) {
                         // One trailing newline is how editors save a one-line secret.
-                        Ok(s) => Some(s.strip_suffix('\n').unwrap_or(&s).trim_end_matches('\r').to_string()),
+                        Ok(s) => {
+                            c.password_file = Some(PathBuf::from(p));
+                            Some(s.strip_suffix('\n').unwrap_or(&s).trim_end_matches('\r').to_string())
+                        }
                         Err(e) => {
                             self.err(value.span(), format!("cannot read password_file \"{p}\": {e}"));
                             None
                         }
                     })
+                }
+                "password" => {
+                    c.password = self.string(key, value).map(str::to_string);
+                    c.password_file = None;
                 }
                 "available_when_donor" => c.available_when_donor = self.boolean(key, value),
                 "available_when_readonly" => c.available_when_readonly = self.boolean(key, value),
@@ -207,6 +221,7 @@ impl Validator {
                     CheckKind::Mysql(MysqlCheck {
                         user: f.user.clone(),
                         password: f.password.clone().unwrap_or_default(),
+                        password_file: f.password_file.clone(),
                         available_when_donor: f.available_when_donor.unwrap_or(false),
                         available_when_readonly: f.available_when_readonly.unwrap_or(true),
                     }),

@@ -15,7 +15,7 @@ use std::path::Path;
 pub use duration::{format_duration, parse_duration, DurationError};
 pub use http::*;
 pub use model::*;
-pub use secrets::loose_secret_files;
+pub use secrets::{loose_secret_file, loose_secret_files, Readers};
 pub use validate::{parse_bind, parse_server_addr, Problem};
 
 /// Why a configuration could not be loaded.
@@ -56,23 +56,43 @@ impl std::error::Error for ConfigError {}
 
 /// Read and validate the configuration file at `path`.
 pub fn load(path: &Path) -> Result<Config, ConfigError> {
+    load_with_warnings(path).map(|(config, _)| config)
+}
+
+/// [`load`], and the warnings about a valid file as `FILE:LINE:COL: warning: message`
+/// lines (what `vipgate check` prints).
+pub fn load_with_warnings(path: &Path) -> Result<(Config, Vec<String>), ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io { file: file.clone(), source })?;
-    parse(&text, &file)
+    parse_with_warnings(&text, &file)
 }
 
 /// Validate configuration text; `file` only names it in diagnostics.
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
-    validate::validate(text).map_err(|problems| ConfigError::Invalid {
-        file: file.to_string(),
-        diagnostics: problems
-            .into_iter()
-            .map(|p| {
-                let (line, column) = line_col(text, p.offset);
-                Diagnostic { line, column, message: p.message }
-            })
-            .collect(),
-    })
+    parse_with_warnings(text, file).map(|(config, _)| config)
+}
+
+/// [`parse`], and the warnings about valid text, positioned as [`load_with_warnings`] says.
+pub fn parse_with_warnings(text: &str, file: &str) -> Result<(Config, Vec<String>), ConfigError> {
+    let positioned = |p: Problem| {
+        let (line, column) = line_col(text, p.offset);
+        Diagnostic { line, column, message: p.message }
+    };
+    match validate::validate(text) {
+        Ok(v) => {
+            let warnings = v
+                .warnings
+                .into_iter()
+                .map(positioned)
+                .map(|d| format!("{file}:{}:{}: warning: {}", d.line, d.column, d.message))
+                .collect();
+            Ok((v.config, warnings))
+        }
+        Err(problems) => Err(ConfigError::Invalid {
+            file: file.to_string(),
+            diagnostics: problems.into_iter().map(positioned).collect(),
+        }),
+    }
 }
 
 /// 1-based line and column (in characters) of a byte offset.

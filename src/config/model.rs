@@ -304,14 +304,29 @@ pub struct TlsCheck {
     pub server_name: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Clone, PartialEq)]
 pub struct MysqlCheck {
     pub user: Option<String>,
     pub password: String,
+    /// Where `password` was read from, if from a file (for the warning about its mode).
+    pub password_file: Option<std::path::PathBuf>,
     /// A donor (state 2) counts as usable, as clustercheck's AVAILABLE_WHEN_DONOR=1.
     pub available_when_donor: bool,
     /// `read_only = ON` still counts as usable (clustercheck's default).
     pub available_when_readonly: bool,
+}
+
+// By hand, so that printing a config (debug logs, test failures) never shows the password.
+impl std::fmt::Debug for MysqlCheck {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MysqlCheck")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .field("password_file", &self.password_file)
+            .field("available_when_donor", &self.available_when_donor)
+            .field("available_when_readonly", &self.available_when_readonly)
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -253,3 +253,29 @@ fn body_rate_floor_defaults_merges_and_rejects_nonsense() {
         "{p:?}"
     );
 }
+
+#[test]
+fn a_config_never_prints_a_check_password() {
+    let secret_file = std::env::temp_dir().join(format!("vipgate-pw-debug-{}", std::process::id()));
+    std::fs::write(&secret_file, "from-a-file\n").unwrap();
+    let text = format!(
+        "[defaults.check]\nkind = \"mysql\"\nuser = \"monitor\"\npassword_file = \"{}\"\n\n\
+         [services.db]\nbind = \"127.0.0.1:13306\"\n[[services.db.servers]]\nname = \"a\"\naddress = \"127.0.0.1:3306\"\n\n\
+         [services.db2]\nbind = \"127.0.0.1:13307\"\n[services.db2.check]\nkind = \"mysql\"\nuser = \"monitor\"\n\
+         password = \"s3cret-pw\"\n[[services.db2.servers]]\nname = \"a\"\naddress = \"127.0.0.1:3306\"\n",
+        secret_file.display()
+    );
+    let c = parse(&text, "t.toml").unwrap();
+    let mysql = |i: usize| match &c.services[i].check.as_ref().unwrap().kind {
+        CheckKind::Mysql(m) => m.clone(),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!((mysql(0).password.as_str(), mysql(0).password_file.as_ref()), ("from-a-file", Some(&secret_file)));
+    // A service's own password is from no file, whatever the defaults said.
+    assert_eq!((mysql(1).password.as_str(), mysql(1).password_file.as_ref()), ("s3cret-pw", None));
+    for shown in [format!("{c:?}"), format!("{c:#?}")] {
+        assert!(shown.contains("monitor"), "{shown}");
+        assert!(!shown.contains("s3cret-pw") && !shown.contains("from-a-file"), "a password in {shown}");
+    }
+    let _ = std::fs::remove_file(&secret_file);
+}

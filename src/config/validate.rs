@@ -27,8 +27,14 @@ pub struct Problem {
     pub message: String,
 }
 
+/// A valid config and what is worth a warning in it (sorted by position).
+pub struct Validated {
+    pub config: Config,
+    pub warnings: Vec<Problem>,
+}
+
 /// Validate `src`; on failure return every problem found (sorted by position).
-pub fn validate(src: &str) -> Result<Config, Vec<Problem>> {
+pub fn validate(src: &str) -> Result<Validated, Vec<Problem>> {
     let (root, syntax) = DeTable::parse_recoverable(src);
     if !syntax.is_empty() {
         let problems = syntax
@@ -40,11 +46,11 @@ pub fn validate(src: &str) -> Result<Config, Vec<Problem>> {
             .collect();
         return Err(sorted(problems));
     }
-    let mut v = Validator { problems: Vec::new() };
+    let mut v = Validator { problems: Vec::new(), warnings: Vec::new() };
     let config = v.root(root.get_ref());
     if v.problems.is_empty() {
         if let Some(config) = config {
-            return Ok(config);
+            return Ok(Validated { config, warnings: sorted(v.warnings) });
         }
         v.problems.push(Problem { offset: 0, message: "configuration is incomplete".into() });
     }
@@ -58,6 +64,16 @@ fn sorted(mut p: Vec<Problem>) -> Vec<Problem> {
 
 pub(super) struct Validator {
     problems: Vec<Problem>,
+    warnings: Vec<Problem>,
+}
+
+/// Where `[admin]` and its keys are, for problems found once the services are known.
+struct AdminSpans {
+    /// The `[admin]` table's name: where a problem of the default bind is reported.
+    table: Range<usize>,
+    bind_key: Option<Range<usize>>,
+    bind_value: Option<Range<usize>>,
+    token_file_given: bool,
 }
 
 /// Service keys as read from `[defaults]` or `[services.NAME]`, before merging.
@@ -118,6 +134,10 @@ impl Validator {
         self.problems.push(Problem { offset: span.start, message: message.into() });
     }
 
+    fn warn(&mut self, span: Range<usize>, message: impl Into<String>) {
+        self.warnings.push(Problem { offset: span.start, message: message.into() });
+    }
+
     pub(super) fn unknown(&mut self, key: &Key<'_>, section: &str, known: &[&str]) {
         self.err(
             key.span(),
@@ -140,7 +160,7 @@ impl Validator {
                 }
                 "admin" => {
                     if let Some(t) = self.table(key, value) {
-                        admin = self.admin(t);
+                        admin = self.admin(t, key.span());
                     }
                 }
                 "defaults" => {
@@ -168,6 +188,10 @@ impl Validator {
             self.err(0..0, "no [services.NAME] section: there is nothing to balance");
         }
         self.check_bind_conflicts(&services);
+        let admin = admin.map(|(admin, spans)| {
+            self.check_admin_bind(&admin, &spans, &services);
+            admin
+        });
         let services = services.into_iter().map(|(s, _)| s).collect();
         Some(Config { global, admin, services })
     }
@@ -198,8 +222,9 @@ impl Validator {
         g
     }
 
-    fn admin(&mut self, t: &DeTable<'_>) -> Option<Admin> {
+    fn admin(&mut self, t: &DeTable<'_>, table: Range<usize>) -> Option<(Admin, AdminSpans)> {
         const KEYS: &[&str] = &["bind", "token_file", "socket", "socket_mode"];
+        let mut spans = AdminSpans { table, bind_key: None, bind_value: None, token_file_given: false };
         let mut admin = Admin {
             bind: Admin::DEFAULT_BIND,
             token: None,
@@ -212,9 +237,12 @@ impl Validator {
                 "bind" => {
                     if let Some(bind) = self.string(key, value).and_then(|s| self.bind_addr(&value.span(), s)) {
                         admin.bind = bind;
+                        spans.bind_key = Some(key.span());
+                        spans.bind_value = Some(value.span());
                     }
                 }
                 "token_file" => {
+                    spans.token_file_given = true;
                     let Some(path) = self.string(key, value) else { continue };
                     match std::fs::read_to_string(path) {
                         Ok(text) => {
@@ -269,7 +297,40 @@ impl Validator {
                 _ => self.unknown(key, "[admin]", KEYS),
             }
         }
-        Some(admin)
+        Some((admin, spans))
+    }
+
+    /// The admin bind off loopback without a token is a warning (it may be firewalled);
+    /// sharing a service's address and port is an error: whichever binds second fails, and
+    /// a failed admin bind is retried forever, so `/readyz` never answers and keepalived
+    /// moves the VIP away while `check` had said OK.
+    fn check_admin_bind(&mut self, admin: &Admin, spans: &AdminSpans, services: &[(Service, Vec<Range<usize>>)]) {
+        let bind = admin.bind;
+        if let Some(key) = &spans.bind_key {
+            if !bind.ip().is_loopback() && !spans.token_file_given {
+                self.warn(
+                    key.clone(),
+                    format!(
+                        "admin endpoint on {bind}, off loopback, without token_file: anyone who can reach it can \
+                         drain servers and reload (add token_file, or bind to 127.0.0.1)"
+                    ),
+                );
+            }
+        }
+        let at = spans.bind_value.clone().unwrap_or_else(|| spans.table.clone());
+        let what = if spans.bind_value.is_some() { "admin bind" } else { "the default admin bind" };
+        for (svc, _) in services {
+            if let Some(other) = svc.binds.iter().find(|b| admin_collides(bind, **b)) {
+                self.err(
+                    at.clone(),
+                    format!(
+                        "{what} {bind} collides with bind {other} of service \"{}\": the admin endpoint could not \
+                         listen and /readyz would never answer (give [admin] bind another port or address)",
+                        svc.name
+                    ),
+                );
+            }
+        }
     }
 
     fn service_fields(&mut self, t: &DeTable<'_>, section: &str, in_defaults: bool) -> ServiceFields {
@@ -888,6 +949,15 @@ fn parse_port(p: &str) -> Result<u16, String> {
         Ok(0) | Err(_) => Err(format!("bad port \"{p}\" (expected 1-65535)")),
         Ok(n) => Ok(n),
     }
+}
+
+/// Whether the admin endpoint's bind collides with a service's. Services' `[::]` listeners
+/// are IPv6-only, but the admin endpoint binds with the system's defaults, and there `[::]`
+/// is dual-stack (net.ipv6.bindv6only = 0, every distribution's default): it takes every
+/// IPv4 address of its port as well.
+fn admin_collides(admin: SocketAddr, service: SocketAddr) -> bool {
+    let dual_stack = admin.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+    binds_overlap(admin, service) || (dual_stack && service.is_ipv4() && admin.port() == service.port())
 }
 
 /// Two binds collide if they are equal, or share a port where one is the wildcard of the

@@ -4,12 +4,17 @@
 //! accepting and says "ready"; only then does the old process stop accepting and drain.
 //! The listening sockets are never closed in between, so no connect is refused: a
 //! connection waits in the shared accept queue for whichever process accepts it.
+//!
+//! Whoever connects to the hand-over socket first gets every listener, so it is kept from
+//! everyone else three ways: its path is random, it sits in a directory created 0700 (the
+//! kernel lets no other user reach it), and a connection whose peer is another user
+//! (SO_PEERCRED) is refused and logged while the wait for the new process goes on.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, RawFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -50,25 +55,23 @@ pub async fn hand_over(
     if listeners.len() > MAX_FDS {
         return Err(format!("{} listeners: an upgrade hands over at most {MAX_FDS}", listeners.len()));
     }
-    let path = std::env::temp_dir().join(format!("vipgate-upgrade-{}.sock", std::process::id()));
-    let _ = std::fs::remove_file(&path);
-    let socket = UnixListener::bind(&path).map_err(|e| format!("upgrade socket {}: {e}", path.display()))?;
-    restrict(&path);
+    let place = Private::create()?;
+    let socket =
+        UnixListener::bind(&place.socket).map_err(|e| format!("upgrade socket {}: {e}", place.socket.display()))?;
     let mut child = Command::new(&exec.exe)
         .args(&exec.args)
-        .env(ENV, &path)
+        .env(ENV, &place.socket)
         .stdin(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {}: {e}", exec.exe.display()))?;
     let pid = child.id();
     info!(pid, exe = %exec.exe.display(), "upgrade: new process started");
-    let path2 = path.clone();
     let result =
         tokio::task::spawn_blocking(move || converse(socket, &mut child, listeners, ready_within).map(|()| child))
             .await
             .map_err(|e| format!("upgrade task failed: {e}"))
             .and_then(|r| r);
-    let _ = std::fs::remove_file(&path2);
+    drop(place);
     match result {
         Ok(child) => {
             // The new process outlives us; nobody waits for it here.
@@ -79,9 +82,76 @@ pub async fn hand_over(
     }
 }
 
-fn restrict(path: &Path) {
-    use std::os::unix::fs::PermissionsExt;
-    let _ = std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600));
+/// Where the hand-over socket lives: `$TMPDIR/vipgate-upgrade-<random>/listeners.sock`.
+///
+/// Not the abstract namespace: an abstract name has no permission check at all (any local
+/// user may connect) and every abstract name is listed in /proc/net/unix, so it would rest
+/// on the peer check alone. A directory created 0700 in one mkdir(2) is closed to other
+/// users from its first moment, so no bind-then-chmod window exists and the socket's own
+/// mode does not matter; its random name (16 bytes from the kernel) means nobody can
+/// create that path first, or point a link at it, in the world-writable temp directory.
+/// Removed, with the socket, when the hand-over ends either way.
+struct Private {
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl Private {
+    fn create() -> Result<Private, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let dir = std::env::temp_dir().join(format!("vipgate-upgrade-{}", random_hex(16)?));
+        // `create`, not `create_all`: an existing directory of that name is not ours.
+        std::fs::DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .map_err(|e| format!("upgrade: cannot create the private directory {}: {e}", dir.display()))?;
+        let socket = dir.join("listeners.sock");
+        Ok(Private { dir, socket })
+    }
+}
+
+impl Drop for Private {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+        let _ = std::fs::remove_dir(&self.dir);
+    }
+}
+
+/// `bytes` random bytes from the kernel, as hex.
+fn random_hex(bytes: usize) -> Result<String, String> {
+    let mut buf = vec![0u8; bytes];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut buf))
+        .map_err(|e| format!("upgrade: cannot read /dev/urandom for the hand-over socket's name: {e}"))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// The user and process on the other end of a unix socket, as the kernel recorded them at
+/// connect(2) (SO_PEERCRED): a peer cannot claim another's.
+fn peer_credentials(stream: &UnixStream) -> io::Result<libc::ucred> {
+    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: the descriptor is open for the call (borrowed from `stream`), and the kernel
+    // writes at most `len` bytes, the size of the `ucred` it points to.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast::<libc::c_void>(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred)
+}
+
+/// The user this process runs as, which the new process (started by us) runs as too.
+fn own_uid() -> u32 {
+    // SAFETY: geteuid takes nothing and cannot fail.
+    unsafe { libc::geteuid() }
 }
 
 fn converse(
@@ -100,9 +170,22 @@ fn converse(
     if let Err(e) = socket.set_nonblocking(true) {
         return fail(child, format!("upgrade socket: {e}"));
     }
+    let uid = own_uid();
     let stream = loop {
         match socket.accept() {
-            Ok((s, _)) => break s,
+            Ok((s, _)) => match peer_credentials(&s) {
+                Ok(peer) if peer.uid == uid => break s,
+                Ok(peer) => warn!(
+                    peer_uid = peer.uid,
+                    peer_pid = peer.pid,
+                    uid,
+                    "upgrade: refused a connection to the hand-over socket from another user; waiting for the new process"
+                ),
+                Err(e) => warn!(
+                    error = %e,
+                    "upgrade: refused a connection to the hand-over socket whose user is unknown; waiting for the new process"
+                ),
+            },
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             Err(e) => return fail(child, format!("upgrade socket accept: {e}")),
         }
@@ -220,5 +303,36 @@ impl Notify {
         if let Err(e) = self.0.write_all(READY) {
             warn!(error = %e, "upgrade: could not tell the old process we are ready; it keeps serving too");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_hand_over_place_is_random_private_and_removed() {
+        use std::os::unix::fs::PermissionsExt;
+        let (a, b) = (Private::create().unwrap(), Private::create().unwrap());
+        assert_ne!(a.dir, b.dir);
+        for p in [&a, &b] {
+            let name = p.dir.file_name().unwrap().to_string_lossy().into_owned();
+            let random = name.strip_prefix("vipgate-upgrade-").unwrap();
+            assert!(random.len() == 32 && random.bytes().all(|c| c.is_ascii_hexdigit()), "{name}");
+            let mode = std::fs::metadata(&p.dir).unwrap().permissions().mode() & 0o7777;
+            assert_eq!(mode, 0o700, "{}", p.dir.display());
+            assert_eq!(p.socket.parent(), Some(p.dir.as_path()));
+        }
+        let dir = a.dir.clone();
+        let _listener = UnixListener::bind(&a.socket).unwrap();
+        drop(a);
+        assert!(!dir.exists(), "{} left behind", dir.display());
+    }
+
+    #[test]
+    fn the_peer_of_a_socket_pair_is_this_process() {
+        let (left, _right) = UnixStream::pair().unwrap();
+        let peer = peer_credentials(&left).unwrap();
+        assert_eq!((peer.uid, peer.pid), (own_uid(), std::process::id() as i32));
     }
 }

@@ -66,6 +66,20 @@ pub fn temp_path(tag: &str, ext: &str) -> PathBuf {
     std::env::temp_dir().join(format!("vipgate-it-{}-{}-{}-{}.{}", std::process::id(), n, nanos, tag, ext))
 }
 
+/// A temp file or directory of the test's, removed when this goes out of scope (a failed
+/// assertion included).
+pub struct Removed(pub PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        if self.0.is_dir() {
+            let _ = fs::remove_dir_all(&self.0);
+        } else {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+}
+
 /// Write `text` to a fresh temp file and return its path.
 pub fn write_config(tag: &str, text: &str) -> PathBuf {
     let p = temp_path(tag, "toml");
@@ -183,20 +197,25 @@ impl Vipgate {
     }
 
     pub fn spawn_with_env(config_text: &str, env: &[(&str, &str)]) -> Vipgate {
-        Self::spawn_inner(config_text, env, None)
+        Self::spawn_inner(Path::new(BIN), config_text, env, None)
     }
 
     /// Start vipgate with its descriptor limit (RLIMIT_NOFILE, soft and hard) set to
     /// `nofile`, as `ulimit -n` would.
     pub fn spawn_with_nofile(config_text: &str, nofile: u64) -> Vipgate {
-        Self::spawn_inner(config_text, &[], Some(nofile))
+        Self::spawn_inner(Path::new(BIN), config_text, &[], Some(nofile))
     }
 
-    fn spawn_inner(config_text: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Vipgate {
+    /// Start the vipgate binary at `bin` (a copy of the one under test, say).
+    pub fn spawn_bin(bin: &Path, config_text: &str) -> Vipgate {
+        Self::spawn_inner(bin, config_text, &[], None)
+    }
+
+    fn spawn_inner(bin: &Path, config_text: &str, env: &[(&str, &str)], nofile: Option<u64>) -> Vipgate {
         let config = write_config("run", config_text);
         let log_path = temp_path("stderr", "log");
         let out_path = temp_path("stdout", "log");
-        let mut cmd = Command::new(BIN);
+        let mut cmd = Command::new(bin);
         cmd.arg("run")
             .arg("--config")
             .arg(&config)
