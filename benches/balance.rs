@@ -120,6 +120,7 @@ fn header_rewrite(c: &mut Criterion) {
     };
     let facts = rules::ClientFacts {
         client: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
+        peer: IpAddr::V4(Ipv4Addr::new(10, 0, 0, 7)),
         tls: true,
         host: Some("keystone.example.org:5000"),
         local: SocketAddr::from(([192, 0, 2, 10], 5000)),

@@ -2,7 +2,8 @@
 //! I/O, no shared state, and no panics on anything a client or a server can send, so the
 //! proxy can call them per request without error paths.
 //!
-//! A proxy applies them in this order on the request: [`host_of`], [`denied`],
+//! A proxy applies them in this order on the request, once `proxy::http::policy` has
+//! settled its one authority: [`denied`],
 //! [`route`] and [`cookie_value`] (pick the server), [`strip_hop_by_hop`] (before
 //! anything adds headers, so a client's `Connection: x-forwarded-for` cannot remove what
 //! vipgate adds), [`apply_forwarding`], [`strip_cookie`], [`apply_rules`]; and on the
@@ -13,7 +14,6 @@ use std::borrow::Cow;
 use std::net::{IpAddr, SocketAddr};
 
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-use http::Uri;
 
 use crate::config::{DenyRule, HeaderRules, Http, Route};
 
@@ -23,12 +23,14 @@ const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host")
 const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+const HTTP2_SETTINGS: HeaderName = HeaderName::from_static("http2-settings");
 
 // ---------------------------------------------------------------------------------------
 // Hop-by-hop headers
 
 /// Remove the hop-by-hop headers (RFC 9110 §7.6.1): Connection, Keep-Alive,
-/// Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, and every header that
+/// Proxy-Connection, TE, Trailer, Transfer-Encoding, Upgrade, HTTP2-Settings (which only
+/// an h2c upgrade uses, and vipgate never passes one on), and every header that
 /// Connection names.
 ///
 /// With `keep_upgrade`, a message whose Connection lists `upgrade` and that carries an
@@ -54,9 +56,15 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
         }
         headers.remove(name);
     }
-    for name in
-        [header::CONNECTION, KEEP_ALIVE, PROXY_CONNECTION, header::TE, header::TRAILER, header::TRANSFER_ENCODING]
-    {
+    for name in [
+        header::CONNECTION,
+        KEEP_ALIVE,
+        PROXY_CONNECTION,
+        header::TE,
+        header::TRAILER,
+        header::TRANSFER_ENCODING,
+        HTTP2_SETTINGS,
+    ] {
         headers.remove(name);
     }
     if upgrading {
@@ -69,6 +77,10 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap, keep_upgrade: bool) {
 /// The Upgrade header's value when a Connection header lists the `upgrade` token
 /// (case-insensitive, in any comma-separated list, across repeated Connection lines);
 /// `None` when either is missing or Upgrade is blank.
+///
+/// An Upgrade that names cleartext HTTP/2 (`h2c`) is no upgrade either: after its 101 the
+/// client would speak HTTP/2 straight to the server, past vipgate's rules, routes and
+/// X-Forwarded-For. Such a request goes on as a plain one, without its Upgrade.
 pub fn is_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     let listed = headers
         .get_all(header::CONNECTION)
@@ -77,7 +89,12 @@ pub fn is_upgrade(headers: &HeaderMap) -> Option<HeaderValue> {
     if !listed {
         return None;
     }
-    headers.get(header::UPGRADE).filter(|v| !trim_ows(v.as_bytes()).is_empty()).cloned()
+    let value = headers.get(header::UPGRADE).filter(|v| !trim_ows(v.as_bytes()).is_empty())?;
+    let h2c = tokens(value.as_bytes()).any(|t| {
+        let protocol = t.split(|&b| b == b'/').next().unwrap_or_default();
+        protocol.eq_ignore_ascii_case(b"h2c")
+    });
+    (!h2c).then(|| value.clone())
 }
 
 /// The non-empty, whitespace-trimmed elements of a comma-separated header value.
@@ -101,11 +118,14 @@ fn trim_ows(mut b: &[u8]) -> &[u8] {
 /// What vipgate knows about the client of one request.
 #[derive(Debug, Clone, Copy)]
 pub struct ClientFacts<'a> {
-    /// The peer address (or the PROXY protocol source).
+    /// The client: the PROXY protocol source, else the peer.
     pub client: IpAddr,
+    /// The TCP peer, which sent the PROXY header if there was one: `trusted_forwarders`
+    /// is matched against it, never against an address a PROXY header claims.
+    pub peer: IpAddr,
     /// The client spoke TLS to vipgate.
     pub tls: bool,
-    /// The authority the client asked for ([`host_of`]).
+    /// The request's one authority (`proxy::http::policy::authority`).
     pub host: Option<&'a str>,
     /// The address the client connected to.
     pub local: SocketAddr,
@@ -113,10 +133,10 @@ pub struct ClientFacts<'a> {
 
 /// Add X-Forwarded-For / -Proto / -Host / -Port and RFC 7239 `Forwarded` as `cfg` asks.
 ///
-/// Only a client inside `cfg.trusted_forwarders` (a front balancer) may bring its own:
-/// from anyone else every incoming X-Forwarded-For, -Proto, -Host, -Port and Forwarded is
-/// removed first, whatever `cfg` enables, so that no client can claim another address or
-/// claim TLS it did not use.
+/// Only a peer inside `cfg.trusted_forwarders` (a front balancer) may bring its own: from
+/// anyone else every incoming forwarding header ([`is_forwarding_header`]) is removed
+/// first, whatever `cfg` enables, so that no client can claim another address, claim TLS
+/// it did not use, or move the URLs a WSGI application builds.
 ///
 /// - `forwarded_for`: the client address is appended to X-Forwarded-For; a trusted chain
 ///   and the new address become one `a, b, client` line (servers that read only the first
@@ -130,9 +150,10 @@ pub struct ClientFacts<'a> {
 ///   with a trusted incoming value.
 pub fn apply_forwarding(headers: &mut HeaderMap, cfg: &Http, facts: &ClientFacts) {
     let client = facts.client.to_canonical();
-    let trusted = cfg.trusted_forwarders.iter().any(|n| n.contains(facts.client));
+    let trusted = cfg.trusted_forwarders.iter().any(|n| n.contains(facts.peer));
     if !trusted {
-        for name in [X_FORWARDED_FOR, X_FORWARDED_PROTO, X_FORWARDED_HOST, X_FORWARDED_PORT, header::FORWARDED] {
+        let spoofed: Vec<HeaderName> = headers.keys().filter(|n| is_forwarding_header(n.as_str())).cloned().collect();
+        for name in spoofed {
             headers.remove(name);
         }
     }
@@ -166,6 +187,24 @@ pub fn apply_forwarding(headers: &mut HeaderMap, cfg: &Http, facts: &ClientFacts
         }
         append_list(headers, header::FORWARDED, element.as_bytes());
     }
+}
+
+/// A header a WSGI server could read as forwarding information: `Forwarded`,
+/// `X-Real-IP`, and the whole `X-Forwarded-*` family (`-For`, `-Proto`, `-Host`, `-Port`,
+/// `-Prefix`, which oslo.middleware turns into SCRIPT_NAME, `-Ssl`, ...), in any case and
+/// with `_` for `-`: WSGI servers fold `X_Forwarded_For` and `X-Forwarded-For` into the
+/// same `HTTP_X_FORWARDED_FOR`, and every OpenStack API is WSGI.
+pub fn is_forwarding_header(name: &str) -> bool {
+    // `name` equals `want` (lower case, with dashes) ignoring case and `_` for `-`.
+    fn folded_eq(name: &[u8], want: &[u8]) -> bool {
+        name.len() == want.len()
+            && name.iter().zip(want).all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
+    }
+    const FAMILY: &[u8] = b"x-forwarded-";
+    let n = name.as_bytes();
+    folded_eq(n, b"forwarded")
+        || folded_eq(n, b"x-real-ip")
+        || (n.len() > FAMILY.len() && folded_eq(&n[..FAMILY.len()], FAMILY))
 }
 
 /// Replace every `name` line with one line: the existing non-empty values and `item`,
@@ -613,30 +652,6 @@ fn host_matches(pattern: &str, host: &str) -> bool {
     pattern.strip_suffix('.').unwrap_or(pattern).eq_ignore_ascii_case(host)
 }
 
-// ---------------------------------------------------------------------------------------
-// Host
-
-/// The authority the client asked for, `host[:port]`: the request target's authority
-/// (HTTP/2 `:authority`, or an HTTP/1.1 absolute-form target, which RFC 9112 §3.2.2 says
-/// wins over Host), else the Host header. User info is dropped. `None` when neither is
-/// present, when Host is not visible ASCII, or when several Host headers disagree (a
-/// request-smuggling shape; the caller may answer 400).
-pub fn host_of(uri: &Uri, headers: &HeaderMap) -> Option<String> {
-    if let Some(authority) = uri.authority() {
-        let host = authority.as_str().rsplit('@').next().unwrap_or_default();
-        if !host.is_empty() {
-            return Some(host.to_string());
-        }
-    }
-    let mut values = headers.get_all(header::HOST).iter();
-    let first = values.next()?;
-    if values.any(|v| v != first) {
-        return None;
-    }
-    let host = first.to_str().ok()?.trim();
-    (!host.is_empty()).then(|| host.to_string())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -716,9 +731,13 @@ mod tests {
             Some("WebSocket")
         );
         assert_eq!(
-            up(&[("connection", "keep-alive"), ("connection", "upgrade"), ("upgrade", "h2c")]).as_deref(),
-            Some("h2c")
+            up(&[("connection", "keep-alive"), ("connection", "upgrade"), ("upgrade", "foo/2")]).as_deref(),
+            Some("foo/2")
         );
+        // Cleartext HTTP/2 is never an upgrade vipgate passes on, alone or in a list.
+        for h2c in ["h2c", "H2C", "websocket, h2c", "h2c/1"] {
+            assert_eq!(up(&[("connection", "upgrade"), ("upgrade", h2c)]), None, "{h2c}");
+        }
         assert_eq!(up(&[("connection", "upgraded"), ("upgrade", "websocket")]), None);
         assert_eq!(up(&[("upgrade", "websocket")]), None);
         assert_eq!(up(&[("connection", "upgrade")]), None);
@@ -737,7 +756,8 @@ mod tests {
     }
 
     fn facts(client: &str, tls: bool, host: Option<&'static str>) -> ClientFacts<'static> {
-        ClientFacts { client: client.parse().unwrap(), tls, host, local: "192.0.2.10:8004".parse().unwrap() }
+        let client = client.parse().unwrap();
+        ClientFacts { client, peer: client, tls, host, local: "192.0.2.10:8004".parse().unwrap() }
     }
 
     #[test]
@@ -756,6 +776,48 @@ mod tests {
         assert_eq!(all(&h, "x-forwarded-host"), ["vip:8004"]);
         assert_eq!(all(&h, "x-forwarded-port"), ["8004"]);
         assert_eq!(all(&h, "forwarded"), ["for=203.0.113.9;proto=http;host=\"vip:8004\""]);
+    }
+
+    #[test]
+    fn underscore_and_family_spellings_removed_from_the_untrusted() {
+        let spoofed = [
+            ("x_forwarded_for", "6.6.6.6"),
+            ("x-forwarded_proto", "https"),
+            ("X_FORWARDED_HOST", "evil"),
+            ("x-forwarded-prefix", "/evil"),
+            ("x_forwarded_prefix", "/evil"),
+            ("x-forwarded-ssl", "on"),
+            ("x-real-ip", "6.6.6.6"),
+            ("x_real_ip", "6.6.6.6"),
+        ];
+        let mut h = map(&spoofed);
+        h.insert("x-forwardedfor", HeaderValue::from_static("kept: not a forwarding header"));
+        let c = Http { forwarded_for: false, forwarded_proto: false, ..Http::default() };
+        apply_forwarding(&mut h, &c, &facts("203.0.113.9", false, None));
+        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-forwardedfor"]);
+        // A trusted front balancer's headers pass as they are.
+        let mut h = map(&spoofed);
+        apply_forwarding(
+            &mut h,
+            &Http { forwarded_for: false, forwarded_proto: false, ..cfg(&["10.0.0.0/8"]) },
+            &facts("10.0.0.2", false, None),
+        );
+        for (name, value) in spoofed {
+            assert_eq!(all(&h, &name.to_ascii_lowercase()), [value], "{name} from a trusted peer");
+        }
+    }
+
+    #[test]
+    fn trust_follows_the_tcp_peer_not_the_proxy_header() {
+        let claimed = |peer: &str| ClientFacts { peer: peer.parse().unwrap(), ..facts("10.9.9.9", false, None) };
+        // A PROXY header from an untrusted peer claims a trusted source: its XFF is not kept.
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6")]);
+        apply_forwarding(&mut h, &cfg(&["10.0.0.0/8"]), &claimed("203.0.113.9"));
+        assert_eq!(all(&h, "x-forwarded-for"), ["10.9.9.9"]);
+        // A trusted front balancer relays a client from outside: the chain is kept.
+        let mut h = map(&[("x-forwarded-for", "6.6.6.6")]);
+        apply_forwarding(&mut h, &cfg(&["192.0.2.0/24"]), &claimed("192.0.2.5"));
+        assert_eq!(all(&h, "x-forwarded-for"), ["6.6.6.6, 10.9.9.9"]);
     }
 
     #[test]
@@ -1147,21 +1209,5 @@ mod tests {
         assert_eq!(pool(Some("a.example.org"), "/v2"), Some("default"));
         assert_eq!(route(&routes[..2], None, "/v2/"), None);
         assert_eq!(route(&[], Some("x"), "/"), None);
-    }
-
-    // ----- host
-
-    #[test]
-    fn host_from_authority_or_header() {
-        let uri: Uri = "https://user:pw@vip:8004/v1".parse().unwrap();
-        assert_eq!(host_of(&uri, &map(&[("host", "other")])).as_deref(), Some("vip:8004"));
-        let uri: Uri = "http://[2001:db8::1]:5000/".parse().unwrap();
-        assert_eq!(host_of(&uri, &HeaderMap::new()).as_deref(), Some("[2001:db8::1]:5000"));
-        let uri: Uri = "/v3/auth/tokens".parse().unwrap();
-        assert_eq!(host_of(&uri, &map(&[("host", " vip:5000 ")])).as_deref(), Some("vip:5000"));
-        assert_eq!(host_of(&uri, &map(&[("host", "vip"), ("host", "vip")])).as_deref(), Some("vip"));
-        assert_eq!(host_of(&uri, &map(&[("host", "vip"), ("host", "evil")])), None);
-        assert_eq!(host_of(&uri, &map(&[("host", "")])), None);
-        assert_eq!(host_of(&uri, &HeaderMap::new()), None);
     }
 }

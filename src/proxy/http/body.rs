@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -115,6 +115,8 @@ impl RateFloor {
 /// What a request body shares with the wait for the server's answer. The server is idle
 /// only while it takes no body and the body is not waiting on the client: a multi-GB
 /// upload to glance must not hit `server_timeout` because it takes longer than that.
+/// It also tells whose fault a failed exchange was: a body the client broke or sent too
+/// slowly is the client's, never the server's.
 pub struct Progress {
     base: Instant,
     /// Milliseconds after `base` when the body last moved on (or began to be sent).
@@ -123,15 +125,77 @@ pub struct Progress {
     waiting: AtomicBool,
     /// Set when vipgate gave up on the client.
     slow: OnceLock<Slow>,
+    /// Set when the client's body failed (bad framing, a hang-up mid-body, more than its
+    /// length): what the client-side reader said.
+    broken: OnceLock<String>,
+    /// A copy of a small body as it goes out, for a resend; `None` when not kept.
+    kept: Option<Mutex<Kept>>,
+}
+
+/// The frames of a request body, kept (by reference, not copied) up to a bound.
+struct Kept {
+    frames: Vec<Bytes>,
+    len: usize,
+    limit: usize,
+    /// Every frame is in `frames`, through the end of the body.
+    complete: bool,
+    /// Over the bound, or a frame that cannot be kept (trailers): no resend.
+    abandoned: bool,
 }
 
 impl Progress {
-    pub fn new() -> Self {
+    /// `keep`: keep a copy of the body up to this many bytes so the request can be sent
+    /// again (idempotent requests); `None` = keep nothing.
+    pub fn new(keep: Option<usize>) -> Self {
+        let kept =
+            keep.map(|limit| Mutex::new(Kept { frames: Vec::new(), len: 0, limit, complete: false, abandoned: false }));
         Progress {
             base: Instant::now(),
             last_ms: AtomicU64::new(0),
             waiting: AtomicBool::new(false),
             slow: OnceLock::new(),
+            broken: OnceLock::new(),
+            kept,
+        }
+    }
+
+    /// The whole body, when it was kept to its end: what a resend carries.
+    pub fn replay(&self) -> Option<Bytes> {
+        let copy = self.kept.as_ref()?.lock().ok()?;
+        if !copy.complete || copy.abandoned {
+            return None;
+        }
+        Some(match copy.frames.as_slice() {
+            [one] => one.clone(),
+            frames => Bytes::from(frames.concat()),
+        })
+    }
+
+    /// Why the client's body failed, if it did.
+    pub fn broken(&self) -> Option<&str> {
+        self.broken.get().map(String::as_str)
+    }
+
+    fn keep(&self, frame: &Frame<Bytes>) {
+        let Some(Ok(mut copy)) = self.kept.as_ref().map(Mutex::lock) else { return };
+        if copy.abandoned {
+            return;
+        }
+        match frame.data_ref() {
+            Some(data) if copy.len + data.len() <= copy.limit => {
+                copy.len += data.len();
+                copy.frames.push(data.clone());
+            }
+            _ => {
+                copy.abandoned = true;
+                copy.frames = Vec::new();
+            }
+        }
+    }
+
+    fn kept_to_the_end(&self) {
+        if let Some(Ok(mut copy)) = self.kept.as_ref().map(Mutex::lock) {
+            copy.complete = true;
         }
     }
 
@@ -197,6 +261,9 @@ impl<B> Tracked<B> {
     fn finish(&mut self, how: Ending) {
         if let Some(p) = &self.progress {
             p.waiting.store(false, Relaxed);
+            if how == Ending::Complete {
+                p.kept_to_the_end();
+            }
         }
         if let Some(f) = self.on_end.take() {
             f(how);
@@ -250,6 +317,9 @@ where
             Poll::Ready(Some(Ok(frame))) => {
                 let n = frame.data_ref().map_or(0, |d| d.len() as u64);
                 this.bytes.fetch_add(n, Relaxed);
+                if let Some(p) = &this.progress {
+                    p.keep(&frame);
+                }
                 let waited = this.waiting.take().is_some();
                 if let Some(floor) = &mut this.floor {
                     floor.got += n;
@@ -267,8 +337,12 @@ where
             }
             Poll::Ready(Some(Err(e))) => {
                 this.waiting = None;
+                let e: BoxError = e.into();
+                if let Some(p) = &this.progress {
+                    let _ = p.broken.set(e.to_string());
+                }
                 this.finish(Ending::Error);
-                Poll::Ready(Some(Err(e.into())))
+                Poll::Ready(Some(Err(e)))
             }
             Poll::Ready(None) => {
                 this.waiting = None;

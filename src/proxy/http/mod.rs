@@ -6,6 +6,7 @@
 mod body;
 mod errors;
 pub(crate) mod io;
+mod policy;
 mod request;
 mod tunnel;
 pub mod upstream;
@@ -130,6 +131,8 @@ pub(crate) struct ConnCtx {
     pub http: Arc<HttpService>,
     /// The client as the PROXY header named it, else the peer.
     pub client: SocketAddr,
+    /// The TCP peer (a front balancer, when it sent a PROXY header).
+    pub peer: SocketAddr,
     /// The address the client connected to.
     pub local: SocketAddr,
     pub tls: bool,
@@ -212,6 +215,7 @@ pub async fn handle(a: Accepted) {
         service: Arc::clone(&a.service),
         http: Arc::clone(&http),
         client,
+        peer: a.peer,
         local,
         tls: http.tls.is_some(),
         accepted,
@@ -227,6 +231,10 @@ pub async fn handle(a: Accepted) {
             let mut stream = stream;
             let Some(head) = first_head(&mut stream, &ctx).await else { return };
             let h2 = head.starts_with(H2_PREFACE);
+            if h2 && !http.cfg.h2c {
+                refuse_h2c(&mut stream, &ctx).await;
+                return;
+            }
             let io = Prefixed::new(head, stream);
             if h2 {
                 serve_h2(io, ctx, a.stop, a.close_all).await
@@ -300,13 +308,31 @@ async fn first_head<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S, ctx: &Con
 }
 
 async fn refuse<S: AsyncWrite + Unpin>(stream: &mut S, ctx: &ConnCtx, status: StatusCode, why: &str) {
-    info!(client = %ctx.client, service = %ctx.service.name, server = "-", method = "-", path = "-",
+    info!(client = %ctx.client, service = %ctx.service.name, server = "-", method = "-", host = "-", path = "-",
         status = status.as_u16(), bytes_in = 0u64, bytes_out = 0u64,
         t_headers_ms = ctx.accepted.elapsed().as_millis() as u64, t_connect_ms = 0u64, t_response_ms = 0u64,
         t_total_ms = ctx.accepted.elapsed().as_millis() as u64, error = %why, "request");
     let bytes = errors::raw(status, why);
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         let _ = stream.write_all(&bytes).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
+/// HTTP/2 with prior knowledge on a plain listener where `h2c` is off: the server
+/// preface (an empty SETTINGS frame) and a GOAWAY with HTTP_1_1_REQUIRED, so the client
+/// learns why, then close. Nothing is forwarded.
+async fn refuse_h2c<S: AsyncWrite + Unpin>(stream: &mut S, ctx: &ConnCtx) {
+    info!(client = %ctx.client, service = %ctx.service.name, "HTTP/2 prior knowledge refused: h2c is off for this service");
+    // Frames: 9-byte header (length, type, flags, stream 0), then the payload. GOAWAY
+    // carries the last stream id (0: none was processed) and the error code 0xd.
+    let mut frames = [0u8; 9 + 9 + 8];
+    frames[3] = 0x4; // SETTINGS, empty
+    frames[9..18].copy_from_slice(&[0, 0, 8, 0x7, 0, 0, 0, 0, 0]);
+    frames[22..26].copy_from_slice(&0xdu32.to_be_bytes());
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(&frames).await;
         let _ = stream.shutdown().await;
     })
     .await;

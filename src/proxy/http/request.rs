@@ -15,11 +15,11 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use tokio::time::{sleep_until, Instant};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use super::body::{ms_since, Ending, Progress, ProxyBody, Tracked};
 use super::upstream::Sender;
-use super::{errors, tunnel, ConnCtx};
+use super::{errors, policy, tunnel, ConnCtx};
 use crate::balance::{Lease, NoPick, Pool, Tried};
 use crate::proxy::http_rules as rules;
 
@@ -27,6 +27,8 @@ use crate::proxy::http_rules as rules;
 struct Log {
     ctx: Arc<ConnCtx>,
     method: Method,
+    /// The request's one authority, once checked; `-` before that or without one.
+    host: Option<String>,
     path: String,
     started: Instant,
     headers_ms: u64,
@@ -53,13 +55,14 @@ impl Log {
         c.service.stats.count_response(status);
         let (bytes_in, bytes_out) = (self.bytes_in.load(Relaxed), self.bytes_out.load(Relaxed));
         let total = ms_since(self.started) + self.headers_ms;
+        let host = self.host.as_deref().unwrap_or("-");
         match error {
             None => info!(client = %c.client, service = %c.service.name, server = %self.server, method = %self.method,
-                path = %self.path, status, bytes_in, bytes_out, t_headers_ms = self.headers_ms,
+                host = %host, path = %self.path, status, bytes_in, bytes_out, t_headers_ms = self.headers_ms,
                 t_connect_ms = self.connect_ms, t_response_ms = self.response_ms, t_total_ms = total, "request"),
             Some(e) => {
                 info!(client = %c.client, service = %c.service.name, server = %self.server, method = %self.method,
-                path = %self.path, status, bytes_in, bytes_out, t_headers_ms = self.headers_ms,
+                host = %host, path = %self.path, status, bytes_in, bytes_out, t_headers_ms = self.headers_ms,
                 t_connect_ms = self.connect_ms, t_response_ms = self.response_ms, t_total_ms = total, error = %e, "request")
             }
         }
@@ -70,6 +73,16 @@ impl Log {
         self.write(status.as_u16(), Some(why));
         errors::response(status, why)
     }
+
+    /// A response vipgate makes itself, after which an HTTP/1.1 client connection closes:
+    /// the request's framing or body cannot be trusted to leave the connection in step.
+    fn answer_and_close(self, status: StatusCode, why: &str, client_h1: bool) -> Response<ProxyBody> {
+        let mut resp = self.answer(status, why);
+        if client_h1 {
+            resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
+        resp
+    }
 }
 
 pub(super) async fn serve(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<Response<ProxyBody>, Infallible> {
@@ -79,6 +92,7 @@ pub(super) async fn serve(ctx: Arc<ConnCtx>, req: Request<Incoming>) -> Result<R
     let log = Log {
         ctx: Arc::clone(&ctx),
         method: req.method().clone(),
+        host: None,
         path: log_path(req.uri()),
         started,
         headers_ms,
@@ -105,10 +119,21 @@ fn log_path(uri: &Uri) -> String {
     }
 }
 
+/// Request bodies kept for a resend up to this size: HAProxy's layer-7 retries likewise
+/// need the request to fit in one (16 KiB) buffer. Larger bodies stream and are not kept.
+const REPLAY_LIMIT: usize = 16 * 1024;
+
 async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> Response<ProxyBody> {
     let http = Arc::clone(&ctx.http);
     let cfg = &http.cfg;
-    let host = rules::host_of(req.uri(), req.headers());
+    let client_h1 = req.version() < Version::HTTP_2;
+    let checked = policy::authority(req.method(), req.version(), req.uri(), req.headers())
+        .and_then(|host| policy::framing(req.version(), req.headers()).map(|()| host));
+    let host = match checked {
+        Ok(host) => host,
+        Err(refused) => return log.answer_and_close(refused.status, refused.why, client_h1),
+    };
+    log.host.clone_from(&host);
 
     if cfg.redirect_https {
         return redirect_https(&req, host.as_deref(), cfg.https_port, log);
@@ -129,7 +154,6 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     }
 
     // Upgrades are an HTTP/1.1 affair; take the client's side before the body moves on.
-    let client_h1 = req.version() < Version::HTTP_2;
     let upgrade = (req.version() == Version::HTTP_11).then(|| rules::is_upgrade(req.headers())).flatten();
     let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
 
@@ -139,26 +163,31 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     });
 
     let (mut parts, body) = req.into_parts();
-    prepare_request_head(&ctx, &mut parts.headers, parts.version, host.as_deref(), upgrade.is_some());
-    let method = parts.method.clone();
-    let idempotent = matches!(method, Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS);
+    prepare_request_head(&ctx, &mut parts.headers, host.as_deref(), upgrade.is_some());
+    let idempotent = matches!(
+        parts.method,
+        Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
+    );
     let bodiless = body.is_end_stream();
-    // Tells the wait for an answer whether the server or the client is the slow one (a
-    // request without a body has nothing to tell).
-    let progress = (!bodiless).then(|| Arc::new(Progress::new()));
+    // Tells the wait for an answer whether the server or the client is the slow one, and
+    // whose fault a failed exchange is (a request without a body has nothing to tell).
+    let progress = (!bodiless).then(|| Arc::new(Progress::new(idempotent.then_some(REPLAY_LIMIT))));
     let mut body = Tracked::new(body, ctx.service.client_timeout, Arc::clone(&log.bytes_in))
         .min_rate(cfg.min_body_rate, cfg.body_rate_window);
     if let Some(p) = &progress {
         body = body.progress(Arc::clone(p));
     }
     let body = body.boxed_unsync();
-    // For resending on a stale keep-alive connection (idempotent and bodiless only).
-    let saved = (idempotent && bodiless).then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
+    // The head as it leaves, for a resend: idempotent requests only.
+    let saved = idempotent.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let mut req = Some(Request::from_parts(parts, body));
 
     let mut tried = Tried::default();
     let mut failures = 0u32;
-    let mut stale_retries = 0u32;
+    let mut resends = 0u32;
+    // After a kept-alive connection failed, the next try opens a new one.
+    let mut fresh_only = false;
+    let mut last_error = String::new();
     let connect_started = Instant::now();
     let (lease, pool_ref, sender, addr, resp) = loop {
         let lease = match pick(pool, &ctx, wanted_server.as_deref(), &tried).await {
@@ -166,6 +195,9 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
             Err(NoPick::Full) => {
                 ctx.service.stats.queue_timeouts.fetch_add(1, Relaxed);
                 return log.answer(StatusCode::SERVICE_UNAVAILABLE, "queue timeout: every server is at its maxconn");
+            }
+            Err(NoPick::NoServer) if resends > 0 => {
+                return log.answer(StatusCode::BAD_GATEWAY, &format!("the server failed: {last_error}"))
             }
             Err(NoPick::NoServer) if failures == 0 => {
                 return log.answer(StatusCode::SERVICE_UNAVAILABLE, "no server is available")
@@ -181,7 +213,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         };
         let addr = server.address();
         let mut pooled = None;
-        if upgrade.is_none() {
+        if upgrade.is_none() && !fresh_only {
             while let Some(mut s) = conn_pool.checkout(addr) {
                 if s.ready().await {
                     pooled = Some(s);
@@ -235,33 +267,34 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                 break (lease, conn_pool, sender, addr, resp);
             }
             Err(mut e) => {
-                if let Some(why) = client_too_slow(&progress) {
-                    let mut resp = log.answer(StatusCode::REQUEST_TIMEOUT, &why);
-                    if client_h1 {
-                        // The rest of the body is unread; the connection cannot carry another request.
-                        resp.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("close"));
-                    }
-                    return resp;
+                if let Some((status, why)) = client_fault(&progress) {
+                    // The client broke its own request: its answer, never the server's failure.
+                    return log.answer_and_close(status, &why, client_h1);
                 }
-                let error = e.error().to_string();
-                if let Some(back) = e.take_message() {
-                    // Never left: the connection was already closing. Try a fresh one.
-                    req = Some(back);
-                } else if reused && stale_retries == 0 {
-                    if let Some((m, u, h)) = &saved {
-                        // The server closed a kept-alive connection as we reused it.
-                        let mut again = Request::new(super::body::empty());
-                        *again.method_mut() = m.clone();
-                        *again.uri_mut() = u.clone();
-                        *again.headers_mut() = h.clone();
-                        req = Some(again);
-                    }
+                last_error = e.error().to_string();
+                // No response came. The request goes again if it never left, or if it went
+                // out on a reused keep-alive connection (which the server may have closed
+                // just then: its idle timeout, a graceful stop) and is idempotent and whole,
+                // its body (if any) kept. A POST that went out is never sent twice, and a
+                // request that a new connection failed on is the server's failure.
+                let again =
+                    e.take_message().or_else(|| reused.then(|| resend(saved.as_ref(), progress.as_deref())).flatten());
+                let Some(again) = again.filter(|_| resends < ctx.service.retries) else {
+                    crate::proxy::passive_failure(&ctx.service, &server, &last_error);
+                    return log.answer(StatusCode::BAD_GATEWAY, &format!("the server failed: {last_error}"));
+                };
+                resends += 1;
+                ctx.service.stats.retries.fetch_add(1, Relaxed);
+                if reused {
+                    // The others the server holds are as suspect: the retry opens a new
+                    // connection, which a stopped server refuses, so the connect retry
+                    // moves the request on to another server.
+                    conn_pool.clear_idle();
+                    fresh_only = true;
                 }
-                if req.is_none() || stale_retries > 0 {
-                    crate::proxy::passive_failure(&ctx.service, &server, &error);
-                    return log.answer(StatusCode::BAD_GATEWAY, &format!("the server failed: {error}"));
-                }
-                stale_retries += 1;
+                debug!(service = %ctx.service.name, server = %server.name, reused, error = %last_error,
+                    "no response: sending the request again");
+                req = Some(again);
                 drop(lease);
                 continue;
             }
@@ -302,13 +335,14 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         server.stats.bytes_in.fetch_add(log.bytes_in.load(Relaxed), Relaxed);
         server.stats.bytes_out.fetch_add(log.bytes_out.load(Relaxed), Relaxed);
         drop(lease);
-        match (ending, client_too_slow(&progress)) {
+        match (ending, client_fault(&progress)) {
             (Ending::Complete, _) => {
                 pool_ref.checkin(sender, addr);
                 log.write(status, None);
             }
-            // Giving up on the client's body broke the exchange with the server.
-            (Ending::Error | Ending::TooSlow(_), Some(why)) => log.write(status, Some(&why)),
+            // Giving up on the client's body, or the client breaking it, broke the
+            // exchange with the server.
+            (Ending::Error | Ending::TooSlow(_), Some((_, why))) => log.write(status, Some(&why)),
             (Ending::Error, None) => log.write(status, Some("response body failed")),
             (Ending::TooSlow(why), None) => log.write(status, Some(&format!("server_timeout: response body: {why}"))),
             (Ending::Dropped, _) => {
@@ -327,10 +361,31 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     Response::from_parts(parts, body.boxed_unsync())
 }
 
-/// The log's reason when vipgate gave up on the client's request body.
-fn client_too_slow(progress: &Option<Arc<Progress>>) -> Option<String> {
-    let why = progress.as_ref()?.slow()?;
-    Some(format!("the client sent its body too slowly: {why}"))
+/// When the client is to blame for a failed exchange: its status and the log's reason.
+/// A body sent too slowly is 408; one the client broke (bad chunked framing, a hang-up
+/// mid-body, more bytes than it declared) is 400.
+fn client_fault(progress: &Option<Arc<Progress>>) -> Option<(StatusCode, String)> {
+    let p = progress.as_ref()?;
+    if let Some(why) = p.slow() {
+        return Some((StatusCode::REQUEST_TIMEOUT, format!("the client sent its body too slowly: {why}")));
+    }
+    let why = p.broken()?;
+    Some((StatusCode::BAD_REQUEST, format!("the client's request body failed: {why}")))
+}
+
+/// The request again, for another try: its saved head and its body, when the body was
+/// kept whole (or there was none).
+fn resend(saved: Option<&(Method, Uri, HeaderMap)>, progress: Option<&Progress>) -> Option<Request<ProxyBody>> {
+    let (method, uri, headers) = saved?;
+    let body = match progress {
+        None => super::body::empty(),
+        Some(p) => super::body::full(p.replay()?),
+    };
+    let mut again = Request::new(body);
+    *again.method_mut() = method.clone();
+    *again.uri_mut() = uri.clone();
+    *again.headers_mut() = headers.clone();
+    Some(again)
 }
 
 /// Send and wait for the response head; `None` when the server sat idle for
@@ -379,18 +434,18 @@ async fn pick(pool: &Pool, ctx: &ConnCtx, wanted: Option<&str>, tried: &Tried) -
     pool.pick_queued(ctx.client.ip(), tried, ctx.service.queue_timeout).await
 }
 
-/// Hop-by-hop headers out, forwarding headers and request rules in, the persistence
-/// cookie (ours, not the application's) removed.
-fn prepare_request_head(ctx: &ConnCtx, headers: &mut HeaderMap, version: Version, host: Option<&str>, upgrade: bool) {
+/// Hop-by-hop headers out, the one Host in, forwarding headers and request rules in, the
+/// persistence cookie (ours, not the application's) removed.
+fn prepare_request_head(ctx: &ConnCtx, headers: &mut HeaderMap, host: Option<&str>, upgrade: bool) {
     let cfg = &ctx.http.cfg;
     rules::strip_hop_by_hop(headers, upgrade);
-    if version == Version::HTTP_2 && !headers.contains_key(header::HOST) {
-        // HTTP/1.1 servers need Host; an HTTP/2 client gave :authority (without userinfo).
-        if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(header::HOST, v);
-        }
+    // The server sees the authority routing used, and only it: an absolute-form target's
+    // or HTTP/2's :authority replaces (or supplies) Host.
+    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
+        headers.insert(header::HOST, v);
     }
-    let facts = rules::ClientFacts { client: ctx.client.ip(), tls: ctx.tls, host, local: ctx.local };
+    let facts =
+        rules::ClientFacts { client: ctx.client.ip(), peer: ctx.peer.ip(), tls: ctx.tls, host, local: ctx.local };
     rules::apply_forwarding(headers, cfg, &facts);
     rules::apply_rules(headers, &cfg.request);
     if let Some(c) = &cfg.cookie {
@@ -424,6 +479,12 @@ fn set_target(
     } else {
         *req.version_mut() = Version::HTTP_11;
         *req.uri_mut() = Uri::from(pq);
+        // A body of unknown length goes chunked. Said outright, because hyper otherwise
+        // sends a GET, HEAD or DELETE... with no body at all (it guesses they have none).
+        let body = req.body();
+        if !body.is_end_stream() && body.size_hint().exact().is_none() {
+            req.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        }
     }
 }
 

@@ -268,6 +268,14 @@ impl ConnPool {
         idle.push_back((sender, now, addr));
     }
 
+    /// Drop every idle connection: the server was seen closing kept-alive ones (an idle
+    /// timeout, a graceful stop), and the others it holds are as likely closing too.
+    pub fn clear_idle(&self) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.clear();
+        }
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|i| i.len()).unwrap_or(0)
     }
