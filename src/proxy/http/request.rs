@@ -441,8 +441,10 @@ fn prepare_request_head(ctx: &ConnCtx, headers: &mut HeaderMap, host: Option<&st
     rules::strip_hop_by_hop(headers, upgrade);
     // The server sees the authority routing used, and only it: an absolute-form target's
     // or HTTP/2's :authority replaces (or supplies) Host.
-    if let Some(v) = host.and_then(|h| HeaderValue::from_str(h).ok()) {
-        headers.insert(header::HOST, v);
+    if let Some(h) = host.filter(|h| headers.get(header::HOST).is_none_or(|v| v.as_bytes() != h.as_bytes())) {
+        if let Ok(v) = HeaderValue::from_str(h) {
+            headers.insert(header::HOST, v);
+        }
     }
     let facts =
         rules::ClientFacts { client: ctx.client.ip(), peer: ctx.peer.ip(), tls: ctx.tls, host, local: ctx.local };
