@@ -17,19 +17,6 @@ use http_backend::HttpBackend;
 use http_client::{connect, get, read_response, send};
 use tokio::time::Instant;
 
-/// Start vipgate and wait until `bind` accepts (connect, then close at once).
-fn start(cfg: &str, bind: SocketAddr) -> Vipgate {
-    let mut v = Vipgate::spawn(cfg);
-    let ok = eventually(WAIT, || {
-        if let Some(st) = v.try_wait() {
-            panic!("vipgate exited with {st}:\n{}", v.log());
-        }
-        TcpStream::connect_timeout(&bind, Duration::from_millis(500)).ok()
-    });
-    assert!(ok.is_some(), "vipgate never listened on {bind}:\n{}", v.log());
-    v
-}
-
 fn http_service(bind: SocketAddr, keys: &str, backends: &[&HttpBackend]) -> String {
     let list: Vec<(&str, SocketAddr, &str)> = backends.iter().map(|b| (b.name.as_str(), b.addr, "")).collect();
     service_toml("", "api", bind, &format!("mode = \"http\"\n{keys}"), &list)
@@ -39,7 +26,7 @@ fn http_service(bind: SocketAddr, keys: &str, backends: &[&HttpBackend]) -> Stri
 fn proxies_requests_with_forwarding_headers_and_without_hop_by_hop_ones() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let v = start(&http_service(bind, "", &[&b]), bind);
+    let v = Vipgate::start_accepting(&http_service(bind, "", &[&b]), bind);
 
     let r = get(bind, "/v3/auth/tokens?x=1", "X-Private: secret\r\nConnection: close, X-Private\r\nKeep-Alive: 5\r\n");
     assert_eq!(r.status, 200, "{}", v.log());
@@ -82,7 +69,7 @@ fn trusted_forwarders_keep_and_extend_the_chain() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
     let keys = "trusted_forwarders = [\"127.0.0.0/8\"]\nforwarded_host = true\nforwarded = true\n";
-    let _v = start(&http_service(bind, keys, &[&b]), bind);
+    let _v = Vipgate::start_accepting(&http_service(bind, keys, &[&b]), bind);
     let r = get(bind, "/", "X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-Proto: https\r\n");
     assert_eq!(r.seen_header("x-forwarded-for").join(","), "203.0.113.9, 127.0.0.1", "{}", r.text());
     assert_eq!(r.seen_header("x-forwarded-proto"), vec!["https"], "the front balancer saw https");
@@ -95,7 +82,7 @@ fn trusted_forwarders_keep_and_extend_the_chain() {
 fn keep_alive_connections_to_servers_are_reused() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let _v = start(&http_service(bind, "", &[&b]), bind);
+    let _v = Vipgate::start_accepting(&http_service(bind, "", &[&b]), bind);
     // 30 requests, each on its own client connection, one after another.
     for i in 0..30 {
         let r = get(bind, &format!("/n{i}"), "");
@@ -118,7 +105,7 @@ fn no_server_up_is_503_at_once_and_connect_failures_retry_elsewhere() {
     let bind = free_addr();
     let list = [("dead", dead, ""), ("alive", b.addr, "")];
     let cfg = service_toml("", "api", bind, "mode = \"http\"\nbalance = \"roundrobin\"\n", &list);
-    let v = start(&cfg, bind);
+    let v = Vipgate::start_accepting(&cfg, bind);
     for _ in 0..10 {
         let r = get(bind, "/", "");
         assert_eq!(r.status, 200, "a connect failure must be retried on the other server:\n{}", v.log());
@@ -129,7 +116,7 @@ fn no_server_up_is_503_at_once_and_connect_failures_retry_elsewhere() {
     // Only dead servers: 503 after the retries, fast.
     let bind = free_addr();
     let cfg = service_toml("", "api", bind, "mode = \"http\"\n", &[("dead", dead, "")]);
-    let _v = start(&cfg, bind);
+    let _v = Vipgate::start_accepting(&cfg, bind);
     let t = Instant::now();
     let r = get(bind, "/", "");
     assert_eq!(r.status, 503, "{}", r.text());
@@ -144,7 +131,7 @@ fn no_server_up_is_503_at_once_and_connect_failures_retry_elsewhere() {
         "mode = \"http\"\n[services.api.check]\nkind = \"tcp\"\ninterval = \"200ms\"\n",
         &[("dead", dead, "")],
     );
-    let _v = start(&cfg, bind);
+    let _v = Vipgate::start_accepting(&cfg, bind);
     let t = Instant::now();
     let r = get(bind, "/", "");
     assert_eq!(r.status, 503);
@@ -156,7 +143,7 @@ fn no_server_up_is_503_at_once_and_connect_failures_retry_elsewhere() {
 fn server_failures_are_502_and_slow_servers_504() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let v = start(&http_service(bind, "server_timeout = \"1s\"\n", &[&b]), bind);
+    let v = Vipgate::start_accepting(&http_service(bind, "server_timeout = \"1s\"\n", &[&b]), bind);
     let r = get(bind, "/close", "");
     assert_eq!(r.status, 502, "{}\n{}", r.text(), v.log());
     let t = Instant::now();
@@ -171,7 +158,10 @@ fn server_failures_are_502_and_slow_servers_504() {
 fn slow_oversized_and_malformed_heads_get_408_431_400() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let v = start(&http_service(bind, "header_timeout = \"1s\"\nmax_header_bytes = 8192\n", &[&b]), bind);
+    let v = Vipgate::start_accepting(
+        &http_service(bind, "header_timeout = \"1s\"\nmax_header_bytes = 8192\n", &[&b]),
+        bind,
+    );
 
     // Slowloris: half a head, then nothing.
     let mut s = connect(bind);
@@ -201,7 +191,10 @@ fn slow_oversized_and_malformed_heads_get_408_431_400() {
 fn websocket_upgrade_tunnels_bytes_both_ways() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let v = start(&http_service(bind, "tunnel_timeout = \"2s\"\nclient_timeout = \"500ms\"\n", &[&b]), bind);
+    let v = Vipgate::start_accepting(
+        &http_service(bind, "tunnel_timeout = \"2s\"\nclient_timeout = \"500ms\"\n", &[&b]),
+        bind,
+    );
     let mut s = connect(bind);
     let r = send(
         &mut s,
@@ -228,40 +221,15 @@ fn websocket_upgrade_tunnels_bytes_both_ways() {
     assert!(line.contains("end=tunnel_timeout"), "{line}");
 }
 
-/// An HTTP/2 (prior knowledge) client connection to `bind`, its connection task spawned.
-async fn h2c_client(bind: SocketAddr) -> hyper::client::conn::http2::SendRequest<http_body_util::Empty<bytes::Bytes>> {
-    // One CI run saw this connect reset once, before any byte was sent, and it never
-    // recurred in hundreds of runs; a second try tells a kernel hiccup from vipgate
-    // resetting h2c clients (which would fail every try).
-    let mut tcp = None;
-    for attempt in 0..3 {
-        match tokio::net::TcpStream::connect(bind).await {
-            Ok(s) => {
-                tcp = Some(s);
-                break;
-            }
-            Err(e) => eprintln!("connect attempt {attempt}: {e}"),
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let tcp = tcp.expect("connect to vipgate");
-    let (send, conn) =
-        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
-            .await
-            .expect("h2 handshake with vipgate");
-    tokio::spawn(conn);
-    send
-}
-
 #[test]
 fn h2c_prior_knowledge_from_a_client() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let _v = start(&http_service(bind, "h2c = true\n", &[&b]), bind);
+    let _v = Vipgate::start_accepting(&http_service(bind, "h2c = true\n", &[&b]), bind);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let text = rt.block_on(async {
         use http_body_util::{BodyExt, Empty};
-        let mut send = h2c_client(bind).await;
+        let mut send = http_client::h2c(bind).await;
         let mut out = Vec::new();
         for i in 0..3 {
             let req =
@@ -281,7 +249,7 @@ fn h2c_prior_knowledge_from_a_client() {
 fn an_idle_h2c_connection_is_closed_after_header_timeout_but_a_busy_one_is_not() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let v = start(&http_service(bind, "h2c = true\nheader_timeout = \"1s\"\n", &[&b]), bind);
+    let v = Vipgate::start_accepting(&http_service(bind, "h2c = true\nheader_timeout = \"1s\"\n", &[&b]), bind);
 
     // The preface and an empty SETTINGS frame, then nothing.
     let mut idle = connect(bind);
@@ -309,7 +277,7 @@ fn an_idle_h2c_connection_is_closed_after_header_timeout_but_a_busy_one_is_not()
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         use http_body_util::{BodyExt, Empty};
-        let mut send = h2c_client(bind).await;
+        let mut send = http_client::h2c(bind).await;
         for path in ["/slow?ms=2500", "/after"] {
             let req =
                 http::Request::get(format!("http://api.example{path}")).body(Empty::<bytes::Bytes>::new()).unwrap();
@@ -356,7 +324,7 @@ fn large_bodies_stream_in_bounded_memory() {
     let mib: usize = std::env::var("VIPGATE_HTTP_STREAM_MIB").ok().and_then(|v| v.parse().ok()).unwrap_or(256);
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let v = start(&http_service(bind, "", &[&b]), bind);
+    let v = Vipgate::start_accepting(&http_service(bind, "", &[&b]), bind);
     // Warm up (allocator arenas, pools), then take the baseline.
     let (r, _) = upload(bind, 8 << 20);
     assert_eq!(r.status, 200);
@@ -397,7 +365,7 @@ fn large_bodies_stream_in_bounded_memory() {
 fn sigterm_finishes_the_request_in_flight_and_closes_idle_keep_alive() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let mut v = start(&http_service(bind, "", &[&b]), bind);
+    let mut v = Vipgate::start_accepting(&http_service(bind, "", &[&b]), bind);
     // An idle kept-alive client connection.
     let mut idle = connect(bind);
     assert_eq!(send(&mut idle, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").expect("first").status, 200);

@@ -10,24 +10,12 @@ mod http_backend;
 mod http_client;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::*;
 use http_backend::HttpBackend;
 use http_client::{connect, read_response, send, Resp};
-
-fn start(cfg: &str, bind: SocketAddr) -> Vipgate {
-    let mut v = Vipgate::spawn(cfg);
-    let ok = eventually(WAIT, || {
-        if let Some(st) = v.try_wait() {
-            panic!("vipgate exited with {st}:\n{}", v.log());
-        }
-        TcpStream::connect_timeout(&bind, Duration::from_millis(500)).ok()
-    });
-    assert!(ok.is_some(), "vipgate never listened on {bind}:\n{}", v.log());
-    v
-}
 
 fn http_service(bind: SocketAddr, keys: &str, backends: &[&HttpBackend]) -> String {
     let list: Vec<(&str, SocketAddr, &str)> = backends.iter().map(|b| (b.name.as_str(), b.addr, "")).collect();
@@ -56,7 +44,7 @@ fn each_request_has_one_authority_the_one_routing_used() {
         global(""),
         servers("api", &[("other", other.addr, "pool = \"o\""), ("example", example.addr, "pool = \"e\"")])
     );
-    let v = start(&cfg, bind);
+    let v = Vipgate::start_accepting(&cfg, bind);
 
     // Absolute-form: its authority routes the request and replaces Host (RFC 9112 §3.2.2).
     let r = raw(bind, "GET http://other.test/v3 HTTP/1.1\r\nHost: example.test\r\nConnection: close\r\n\r\n").unwrap();
@@ -102,7 +90,7 @@ fn each_request_has_one_authority_the_one_routing_used() {
 fn redirect_https_uses_the_one_authority() {
     let bind = free_addr();
     let cfg = format!("{}\n[services.web]\nbind = \"{bind}\"\nmode = \"http\"\nredirect_https = true\n", global(""));
-    let _v = start(&cfg, bind);
+    let _v = Vipgate::start_accepting(&cfg, bind);
     let r = raw(bind, "GET http://horizon.test/auth HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n").unwrap();
     assert_eq!(r.status, 301);
     assert_eq!(r.header("location"), Some("https://horizon.test/auth"));
@@ -114,18 +102,11 @@ fn redirect_https_uses_the_one_authority() {
 fn http2_authority_and_host_must_agree() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let v = start(&http_service(bind, "h2c = true\n", &[&b]), bind);
+    let v = Vipgate::start_accepting(&http_service(bind, "h2c = true\n", &[&b]), bind);
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let got = rt.block_on(async {
         use http_body_util::{BodyExt, Empty};
-        let tcp = tokio::net::TcpStream::connect(bind).await.expect("connect");
-        let (mut send, conn) = hyper::client::conn::http2::handshake(
-            hyper_util::rt::TokioExecutor::new(),
-            hyper_util::rt::TokioIo::new(tcp),
-        )
-        .await
-        .expect("h2 handshake");
-        tokio::spawn(conn);
+        let mut send = http_client::h2c(bind).await;
         let mut out = Vec::new();
         for host in [None, Some("api.example"), Some("other.example")] {
             let mut req = http::Request::get("http://api.example/h2");
@@ -152,7 +133,7 @@ fn http2_authority_and_host_must_agree() {
 fn h2c_is_served_only_where_it_is_on() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let v = start(&http_service(bind, "", &[&b]), bind);
+    let v = Vipgate::start_accepting(&http_service(bind, "", &[&b]), bind);
     // A prior-knowledge preface and a request on a plain bind with h2c off (the default).
     let mut s = connect(bind);
     s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").unwrap();
@@ -178,7 +159,7 @@ fn h2c_is_served_only_where_it_is_on() {
 fn protocol_policy_upgrade_h2c_transfer_encoding_and_bodies() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let v = start(&http_service(bind, "", &[&b]), bind);
+    let v = Vipgate::start_accepting(&http_service(bind, "", &[&b]), bind);
 
     // An h2c upgrade is not passed on: the request goes on as plain HTTP/1.1.
     let r = raw(
@@ -241,7 +222,7 @@ fn protocol_policy_upgrade_h2c_transfer_encoding_and_bodies() {
 fn forwarding_headers_in_any_spelling_are_stripped_from_the_untrusted() {
     let b = HttpBackend::start("b1");
     let bind = free_addr();
-    let _v = start(&http_service(bind, "trusted_forwarders = [\"10.0.0.0/8\"]\n", &[&b]), bind);
+    let _v = Vipgate::start_accepting(&http_service(bind, "trusted_forwarders = [\"10.0.0.0/8\"]\n", &[&b]), bind);
     let spoofed = "X_Forwarded_For: 6.6.6.6\r\nX-Forwarded_Proto: https\r\nx_forwarded_host: evil\r\n\
                    X-Forwarded-Prefix: /evil\r\nX_Forwarded_Prefix: /evil\r\nX-Real-IP: 6.6.6.6\r\n\
                    Forwarded: for=6.6.6.6\r\nX-Forwarded-For: 6.6.6.6\r\n";
@@ -273,7 +254,7 @@ fn trusted_forwarders_match_the_peer_not_the_proxy_header() {
     };
     let cfg =
         format!("{}{}{}", global(""), svc("u", untrusted, "\"10.0.0.0/8\""), svc("t", trusted, "\"127.0.0.1/32\""));
-    let v = start(&cfg, untrusted);
+    let v = Vipgate::start_accepting(&cfg, untrusted);
     let ask = |bind: SocketAddr| {
         raw(
             bind,
@@ -297,7 +278,7 @@ fn broken_uploads_never_mark_a_server_down() {
     let keys = "observe_errors = 1\nh2c = true\n[services.api.check]\nkind = \"tcp\"\ninterval = \"30s\"\n";
     let list = [("b1", b1.addr, ""), ("b2", b2.addr, "")];
     let cfg = service_toml("", "api", bind, &format!("mode = \"http\"\n{keys}"), &list);
-    let v = start(&cfg, bind);
+    let v = Vipgate::start_accepting(&cfg, bind);
     let good = || status(bind, "GET /good HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n");
     // Both servers up after the first probe round.
     assert!(eventually(WAIT, || (good() == 200).then_some(())).is_some(), "{}", v.log());
@@ -342,14 +323,7 @@ fn h2_broken_uploads(bind: SocketAddr, n: usize) {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
         for _ in 0..n {
-            let tcp = tokio::net::TcpStream::connect(bind).await.expect("connect");
-            let (mut send, conn) = hyper::client::conn::http2::handshake(
-                hyper_util::rt::TokioExecutor::new(),
-                hyper_util::rt::TokioIo::new(tcp),
-            )
-            .await
-            .expect("h2 handshake");
-            let conn = tokio::spawn(conn);
+            let mut send = http_client::h2c(bind).await;
             let req = http::Request::post("http://a/upload")
                 .header("content-length", "5")
                 .body(Unsized(Some(bytes::Bytes::from_static(b"hello world"))))
@@ -357,7 +331,6 @@ fn h2_broken_uploads(bind: SocketAddr, n: usize) {
             if let Ok(Ok(resp)) = tokio::time::timeout(Duration::from_secs(10), send.send_request(req)).await {
                 assert_ne!(resp.status(), 200, "an oversized h2 body was accepted");
             }
-            conn.abort();
         }
     });
 }

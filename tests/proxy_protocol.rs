@@ -24,7 +24,7 @@ mod http_backend;
 mod http_client;
 
 use std::io::{Read, Write};
-use std::net::{IpAddr, Shutdown, SocketAddr, TcpStream};
+use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::Duration;
@@ -68,20 +68,6 @@ fn report(src: SocketAddr, dst: SocketAddr) -> String {
 // ---------------------------------------------------------------------------------------
 // vipgate, clients
 // ---------------------------------------------------------------------------------------
-
-/// Start vipgate and wait until `bind` accepts (connect, then close at once: with
-/// `accept_proxy` a probe that lingers would only wait out the header timeout).
-fn start_vipgate(cfg: &str, bind: SocketAddr) -> Vipgate {
-    let mut v = Vipgate::spawn(cfg);
-    let ok = eventually(WAIT, || {
-        if let Some(st) = v.try_wait() {
-            panic!("vipgate exited with {st}:\n{}", v.log());
-        }
-        TcpStream::connect_timeout(&bind, Duration::from_millis(500)).ok()
-    });
-    assert!(ok.is_some(), "vipgate never listened on {bind}:\n{}", v.log());
-    v
-}
 
 /// One `[services.NAME]` block with its servers, to put several in one config.
 fn svc(name: &str, bind: SocketAddr, keys: &str, list: &[(&str, SocketAddr, &str)]) -> String {
@@ -155,7 +141,7 @@ fn haproxy_in_front_names_the_real_client_in_tcp_mode() {
     let backend = Backend::echo_any("b1");
     let bind = free_addr();
     let cfg = service_toml("", "db", bind, "accept_proxy = [\"127.0.0.1\"]\n", &[("b1", backend.addr, "")]);
-    let v = start_vipgate(&cfg, bind);
+    let v = Vipgate::start_accepting(&cfg, bind);
     let (f1, f2) = (free_addr(), free_addr());
     let sections = hap_tcp("v1", f1, bind, "send-proxy") + &hap_tcp("v2", f2, bind, "send-proxy-v2");
     let _h = start_haproxy(&bin, &sections, &[f1, f2]);
@@ -183,7 +169,7 @@ fn haproxy_in_front_names_the_real_client_in_http_mode() {
     let backend = HttpBackend::start("b1");
     let bind = free_addr();
     let keys = "mode = \"http\"\naccept_proxy = true\n";
-    let v = start_vipgate(&service_toml("", "api", bind, keys, &[("b1", backend.addr, "")]), bind);
+    let v = Vipgate::start_accepting(&service_toml("", "api", bind, keys, &[("b1", backend.addr, "")]), bind);
     let (f1, f2) = (free_addr(), free_addr());
     let sections = hap_tcp("v1", f1, bind, "send-proxy") + &hap_tcp("v2", f2, bind, "send-proxy-v2");
     let _h = start_haproxy(&bin, &sections, &[f1, f2]);
@@ -223,7 +209,7 @@ fn source_hashing_uses_the_client_from_the_header() {
     let cfg = global("")
         + &svc("pp", bind, "balance = \"source\"\naccept_proxy = [\"127.0.0.1\"]\n", &list)
         + &svc("plain", plain, "balance = \"source\"\n", &list);
-    let v = start_vipgate(&cfg, bind);
+    let v = Vipgate::start_accepting(&cfg, bind);
     let (f1, f2, f0) = (free_addr(), free_addr(), free_addr());
     let sections = hap_tcp("v1", f1, bind, "send-proxy")
         + &hap_tcp("v2", f2, bind, "send-proxy-v2")
@@ -274,7 +260,7 @@ fn haproxy_behind_accepts_what_vipgate_sends() {
         + &svc("tv2", tv2, "send_proxy = \"v2\"\n", &hap)
         + &svc("hv2", hv2, "mode = \"http\"\nsend_proxy = \"v2\"\n", &hap)
         + &svc("hv1", hv1, "mode = \"http\"\nsend_proxy = \"v1\"\n", &hap);
-    let v = start_vipgate(&cfg, tv1);
+    let v = Vipgate::start_accepting(&cfg, tv1);
 
     for (what, bind) in [("tcp v1", tv1), ("tcp v2", tv2), ("http v2", hv2), ("http v1", hv1)] {
         let (client, r) = get_from(ip("127.0.0.8"), bind);
@@ -310,7 +296,7 @@ fn vipgate_relays_the_client_from_the_header_it_accepted() {
     let cfg = global("")
         + &svc("t", tcp_bind, "accept_proxy = [\"127.0.0.1\"]\nsend_proxy = \"v1\"\n", &hap)
         + &svc("h", http_bind, "mode = \"http\"\naccept_proxy = true\nsend_proxy = \"v2\"\n", &hap);
-    let v = start_vipgate(&cfg, tcp_bind);
+    let v = Vipgate::start_accepting(&cfg, tcp_bind);
     let sections = hap_reporter("reporter", reporter)
         + &hap_tcp("ft", f_tcp, tcp_bind, "send-proxy-v2")
         + &hap_tcp("fh", f_http, http_bind, "send-proxy-v2");
@@ -341,7 +327,7 @@ fn a_required_header_that_is_missing_or_broken_closes_the_connection() {
     let backend = Backend::echo_any("b1");
     let bind = free_addr();
     let keys = "accept_proxy = true\nclient_timeout = \"1s\"\n";
-    let v = start_vipgate(&service_toml("", "db", bind, keys, &[("b1", backend.addr, "")]), bind);
+    let v = Vipgate::start_accepting(&service_toml("", "db", bind, keys, &[("b1", backend.addr, "")]), bind);
 
     let mut s = connect(bind);
     let client = s.local_addr().unwrap();
@@ -382,7 +368,7 @@ fn a_required_header_that_is_missing_or_broken_closes_the_connection() {
     let backend = HttpBackend::start("h1");
     let bind = free_addr();
     let keys = "mode = \"http\"\naccept_proxy = true\n";
-    let v = start_vipgate(&service_toml("", "api", bind, keys, &[("h1", backend.addr, "")]), bind);
+    let v = Vipgate::start_accepting(&service_toml("", "api", bind, keys, &[("h1", backend.addr, "")]), bind);
     let mut s = connect(bind);
     let client = s.local_addr().unwrap();
     s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -404,7 +390,7 @@ fn clients_outside_the_accept_proxy_list_are_served_without_a_header() {
     let bind = free_addr();
     let cfg =
         service_toml("", "db", bind, "accept_proxy = [\"10.9.9.9\", \"10.10.0.0/16\"]\n", &[("b1", backend.addr, "")]);
-    let v = start_vipgate(&cfg, bind);
+    let v = Vipgate::start_accepting(&cfg, bind);
 
     let (client, server) = echo_through(ip("127.0.0.1"), bind);
     assert_eq!(server, "b1");
@@ -452,7 +438,7 @@ fn ipv6_clients_in_both_directions() {
         + &svc("out1", sv1, "send_proxy = \"v1\"\n", &hap)
         + &svc("out2", sv2, "send_proxy = \"v2\"\n", &hap)
         + &svc("relay", relay, "accept_proxy = [\"127.0.0.1\"]\nsend_proxy = \"v2\"\n", &hap);
-    let v = start_vipgate(&cfg, bind);
+    let v = Vipgate::start_accepting(&cfg, bind);
     let sections = hap_tcp("v1", f1, bind, "send-proxy")
         + &hap_tcp("v2", f2, bind, "send-proxy-v2")
         + &hap_tcp("relay", f_relay, relay, "send-proxy-v2")

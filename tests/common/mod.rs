@@ -244,6 +244,21 @@ impl Vipgate {
         Vipgate { child, config, log_path, out_path, exited: None }
     }
 
+    /// Start vipgate and wait until `addr` accepts a connection, which is closed at once:
+    /// for services that say nothing first (http mode, `accept_proxy`), where a probe that
+    /// lingers for a first byte would only wait out a timeout.
+    pub fn start_accepting(config_text: &str, addr: SocketAddr) -> Vipgate {
+        let mut v = Self::spawn(config_text);
+        let ok = eventually(WAIT, || {
+            if let Some(st) = v.try_wait() {
+                panic!("vipgate exited with {st}:\n{}", v.log());
+            }
+            std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(500)).ok()
+        });
+        assert!(ok.is_some(), "vipgate never listened on {addr}:\n{}", v.log());
+        v
+    }
+
     /// Start vipgate and wait until `addr` accepts connections.
     pub fn start(config_text: &str, addr: SocketAddr) -> Vipgate {
         let mut v = Self::spawn(config_text);

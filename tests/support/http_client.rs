@@ -121,3 +121,33 @@ pub fn metric(admin: SocketAddr, name: &str, service: &str) -> f64 {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no {prefix} in:\n{text}"))
 }
+
+/// An HTTP/2 (prior knowledge) client connection to `bind`, its connection task spawned.
+pub async fn h2c<B>(bind: SocketAddr) -> hyper::client::conn::http2::SendRequest<B>
+where
+    B: http_body::Body + Unpin + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    // One CI run saw this connect reset once, before any byte was sent, and it never
+    // recurred in hundreds of runs; a second try tells a kernel hiccup from vipgate
+    // resetting h2c clients (which would fail every try).
+    let mut tcp = None;
+    for attempt in 0..3 {
+        match tokio::net::TcpStream::connect(bind).await {
+            Ok(s) => {
+                tcp = Some(s);
+                break;
+            }
+            Err(e) => eprintln!("connect attempt {attempt}: {e}"),
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tcp = tcp.expect("connect to vipgate");
+    let (send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .expect("h2 handshake with vipgate");
+    tokio::spawn(conn);
+    send
+}
