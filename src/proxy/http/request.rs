@@ -482,7 +482,7 @@ fn set_target(
         *req.version_mut() = Version::HTTP_11;
         *req.uri_mut() = Uri::from(pq);
         // A body of unknown length goes chunked. Said outright, because hyper otherwise
-        // sends a GET, HEAD or DELETE... with no body at all (it guesses they have none).
+        // sends a GET or HEAD with no body at all (it guesses they have none).
         let body = req.body();
         if !body.is_end_stream() && body.size_hint().exact().is_none() {
             req.headers_mut().insert(header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
