@@ -64,18 +64,22 @@ fn openstack_example_serves_every_api_and_galera() {
         };
         text = text.replace(&format!("\"{a}\""), &format!("\"{new}\""));
     }
-    // clustercheck on each database node's side port: the same port on every node.
-    let check_port = free_port();
-    let clusterchecks: Vec<HttpBackend> = ["11", "12", "13"]
-        .iter()
-        .map(|n| {
-            HttpBackend::start_on(
-                &format!("clustercheck-{n}"),
-                format!("127.0.1.{n}:{check_port}").parse().unwrap(),
-                false,
-            )
+    // clustercheck on each database node's side port: the same port on every node. A
+    // port free on 127.0.0.1 may still be taken on 127.0.1.1N (a connection lingering in
+    // TIME_WAIT there): try another.
+    let (check_port, clusterchecks) = (0..20)
+        .find_map(|_| {
+            let port = free_port();
+            let started: std::io::Result<Vec<HttpBackend>> = ["11", "12", "13"]
+                .iter()
+                .map(|n| {
+                    let addr = format!("127.0.1.{n}:{port}").parse().expect("address");
+                    HttpBackend::try_start_on(&format!("clustercheck-{n}"), addr, false)
+                })
+                .collect();
+            started.ok().map(|b| (port, b))
         })
-        .collect();
+        .expect("a side port free on all three database nodes");
     assert_eq!(clusterchecks.len(), 3);
     text = text.replace("port = 49000", &format!("port = {check_port}"));
     let admin = free_addr();

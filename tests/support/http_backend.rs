@@ -47,7 +47,13 @@ impl HttpBackend {
     }
 
     pub fn start_on(name: &str, addr: SocketAddr, h2c: bool) -> HttpBackend {
-        let std_listener = std::net::TcpListener::bind(addr).expect("bind backend");
+        Self::try_start_on(name, addr, h2c).expect("bind backend")
+    }
+
+    /// As [`HttpBackend::start_on`], with the bind's error for the caller to handle (a
+    /// fixed port that turns out to be taken).
+    pub fn try_start_on(name: &str, addr: SocketAddr, h2c: bool) -> std::io::Result<HttpBackend> {
+        let std_listener = std::net::TcpListener::bind(addr)?;
         std_listener.set_nonblocking(true).unwrap();
         let addr = std_listener.local_addr().unwrap();
         let connections = Arc::new(AtomicUsize::new(0));
@@ -83,7 +89,7 @@ impl HttpBackend {
             });
             rt.shutdown_timeout(Duration::from_secs(1));
         });
-        HttpBackend { name: name.into(), addr, connections, requests, stop, thread: Some(thread), shutdown: Some(tx) }
+        Ok(HttpBackend { name: name.into(), addr, connections, requests, stop, thread: Some(thread), shutdown: Some(tx) })
     }
 
     pub fn connections(&self) -> usize {
