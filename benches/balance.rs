@@ -7,9 +7,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use vipgate::balance::{Pool, Tried};
 use vipgate::config::BalanceKind;
-use vipgate::runtime::Server;
+use vipgate::upstream::Server;
+use vipgate::upstream::{Pool, Tried};
 
 fn pool(kind: BalanceKind, n: usize) -> Pool {
     let servers = (0..n)

@@ -12,7 +12,8 @@ use tokio::task::JoinHandle;
 use tokio::time::{timeout, Instant};
 
 use crate::config;
-use crate::runtime::{self, signals::Signals, Server};
+use crate::runtime::{self, signals::Signals};
+use crate::upstream::Server;
 
 struct Backend {
     name: String,

@@ -1,11 +1,10 @@
 //! vipgate: a TCP load balancer for OpenStack controller VIPs and Galera.
 //!
 //! Data flow: [`config`] (TOML → validated model) → [`runtime`] (snapshot, listeners,
-//! signals, drain) → [`balance`] (pick a live server) → [`proxy`] (forward bytes), while
+//! signals, drain) → [`upstream`] (pick a live server) → [`proxy`] (forward bytes), while
 //! [`health`] probes servers and flips their state beside it.
 
 pub mod admin;
-pub mod balance;
 pub mod clustercheck;
 pub mod config;
 pub mod demo;
@@ -16,3 +15,4 @@ pub mod net;
 pub mod proxy;
 pub mod runtime;
 pub mod tls;
+pub mod upstream;

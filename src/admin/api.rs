@@ -14,7 +14,8 @@ use tracing::info;
 
 use super::Resp;
 use crate::config::{Mode, MAX_WEIGHT};
-use crate::runtime::{AdminState, Control, Health, Missing, ReloadReport, ReloadSource, Server};
+use crate::runtime::{Control, Missing, ReloadReport, ReloadSource};
+use crate::upstream::{AdminState, Health, Server};
 
 /// `GET /api/v1/services`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

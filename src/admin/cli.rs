@@ -18,7 +18,8 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tracing::info;
 
 use crate::config::MAX_WEIGHT;
-use crate::runtime::{AdminState, Control, Health, Missing, Server, Service, State};
+use crate::runtime::{Control, Missing, Service};
+use crate::upstream::{AdminState, Health, Server, State};
 
 /// A command line longer than this is refused (HAProxy's own limit is its buffer size).
 const MAX_LINE: usize = 16 * 1024;

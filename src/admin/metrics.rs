@@ -17,7 +17,8 @@ use tracing::warn;
 
 use crate::config::Mode;
 use crate::runtime::stats::{Latency, LATENCY_BUCKETS};
-use crate::runtime::{AdminState, Control, Health, ProcessStats, Server, Snapshot, State};
+use crate::runtime::{Control, ProcessStats, Snapshot};
+use crate::upstream::{AdminState, Health, Server, State};
 
 /// The `Content-Type` of [`render`]'s output.
 pub const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
@@ -367,7 +368,7 @@ mod tests {
     use arc_swap::ArcSwap;
     use prometheus_parse::{Sample, Scrape, Value};
 
-    use crate::runtime::ProbeResult;
+    use crate::upstream::ProbeResult;
 
     const CONFIG: &str = r#"
 [services.db]

@@ -4,6 +4,9 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
+// The balancing vocabulary is the upstream module's; the config names it.
+pub use crate::upstream::{BalanceKind, Failback, MAX_WEIGHT};
+
 /// A whole, valid configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -76,40 +79,6 @@ impl std::fmt::Debug for Admin {
 pub enum Mode {
     Tcp,
     Http,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BalanceKind {
-    RoundRobin,
-    LeastConn,
-    Source,
-    First,
-    Random,
-}
-
-impl BalanceKind {
-    pub const NAMES: &'static [&'static str] = &["roundrobin", "leastconn", "source", "first", "random"];
-
-    pub fn from_name(name: &str) -> Option<Self> {
-        Some(match name {
-            "roundrobin" => BalanceKind::RoundRobin,
-            "leastconn" => BalanceKind::LeastConn,
-            "source" => BalanceKind::Source,
-            "first" => BalanceKind::First,
-            "random" => BalanceKind::Random,
-            _ => return None,
-        })
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            BalanceKind::RoundRobin => "roundrobin",
-            BalanceKind::LeastConn => "leastconn",
-            BalanceKind::Source => "source",
-            BalanceKind::First => "first",
-            BalanceKind::Random => "random",
-        }
-    }
 }
 
 /// TCP keepalive settings applied to both sides of every proxied connection.
@@ -205,18 +174,6 @@ pub enum OnDown {
     Keep,
     /// Close them, so clients reconnect to the server that now takes traffic.
     ShutdownSessions,
-}
-
-/// What happens when a higher-priority server (lower tier, or earlier for `first`)
-/// becomes usable again while traffic has moved elsewhere.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Failback {
-    /// New connections go back at once; sessions opened meanwhile stay where they are.
-    Immediate,
-    /// Stay on the current server (or tier) until it fails.
-    Never,
-    /// Go back at once and close the sessions on the server (or tier) being left.
-    Drain,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -354,4 +311,3 @@ pub const DEFAULT_RETRIES: u32 = 3;
 pub const DEFAULT_CHECK_INTERVAL: Duration = Duration::from_secs(2);
 pub const DEFAULT_RISE: u32 = 2;
 pub const DEFAULT_FALL: u32 = 3;
-pub const MAX_WEIGHT: u32 = 256;

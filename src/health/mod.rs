@@ -21,7 +21,7 @@ use tracing::{info, warn};
 pub use probe::{Probe, Target, Verdict};
 
 use crate::config::{Check, CheckKind, OnDown};
-use crate::runtime::{Health, ProbeResult, Server};
+use crate::upstream::{Health, ProbeResult, Server};
 use state::{HealthState, Transition};
 
 /// The probe for a check kind; fails only on TLS settings (unreadable CA file).
@@ -191,6 +191,6 @@ impl CheckJob {
 fn jitter() -> f64 {
     use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
     static STATE: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
-    let x = crate::balance::hash::mix64(STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed));
+    let x = crate::upstream::hash::mix64(STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed));
     0.95 + (x >> 11) as f64 / (1u64 << 53) as f64 * 0.10
 }

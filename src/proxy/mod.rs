@@ -14,7 +14,8 @@ pub mod tcp;
 pub use pump::End;
 
 use crate::config::OnDown;
-use crate::runtime::{Server, Service};
+use crate::runtime::Service;
+use crate::upstream::Server;
 
 /// Passive health: real traffic failed on `server`. At `observe_errors` failures in a row
 /// the server is marked down at once (its probe brings it back), and with

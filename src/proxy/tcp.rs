@@ -13,9 +13,9 @@ use tracing::{info, warn};
 
 use super::proxy_protocol::{self, Addresses};
 use super::pump::{forward, End, Timeouts};
-use crate::balance::{NoPick, Tried};
 use crate::net;
 use crate::runtime::Service;
+use crate::upstream::{NoPick, Tried};
 
 /// Bound on waiting for a front balancer's PROXY header (it sends it with the connect).
 const PROXY_HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);

@@ -6,7 +6,6 @@ mod drain;
 mod listener;
 mod resolve;
 pub mod sdnotify;
-mod server;
 pub mod signals;
 mod snapshot;
 pub mod stats;
@@ -27,12 +26,12 @@ use tracing::{info, warn};
 
 pub use control::{Control, ReloadSource};
 pub use drain::Tracker;
-pub use server::{AdminState, Health, ProbeResult, Server, ServerStats, State};
 pub use snapshot::{Missing, Service, Snapshot};
 pub use stats::ServiceStats;
 
 use crate::config::Config;
 use crate::health;
+use crate::upstream::Server;
 
 /// Listen backlog; the kernel caps it at net.core.somaxconn.
 const BACKLOG: i32 = 4096;

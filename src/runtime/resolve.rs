@@ -13,7 +13,8 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use tracing::{info, warn};
 
-use super::{Server, Snapshot};
+use super::Snapshot;
+use crate::upstream::Server;
 
 /// One lookup may take this long before it counts as failed.
 const LOOKUP_TIMEOUT: Duration = Duration::from_secs(5);

@@ -5,10 +5,9 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::Server;
-use crate::balance::{Policy, Pool};
 use crate::config::{self, AcceptProxy, Config, Keepalive, OnDown, ProxyVersion};
 use crate::proxy::http::HttpService;
+use crate::upstream::{Policy, Pool, Server, ServerSpec};
 
 /// A service as connections see it.
 pub struct Service {
@@ -75,7 +74,7 @@ impl Service {
                     }
                     Some(b) => {
                         // Not live yet: settle it here.
-                        let server = Server::new(s, cfg.source);
+                        let server = Server::new(spec(s, cfg.source));
                         server.carry_from(b);
                         if b.config_disabled() != s.disabled {
                             server.set_config_disabled(s.disabled);
@@ -89,7 +88,7 @@ impl Service {
                         Arc::new(server)
                     }
                     None => {
-                        let server = Server::new(s, cfg.source);
+                        let server = Server::new(spec(s, cfg.source));
                         // A checked server takes no traffic until its first probe says so.
                         if cfg.check_for(s).is_some() {
                             server.hold_until_checked();
@@ -228,4 +227,20 @@ impl Snapshot {
 pub enum Missing {
     Service,
     Server,
+}
+
+/// What a server of the config is built from, the service's `source` folded in.
+fn spec(s: &config::Server, service_source: Option<std::net::IpAddr>) -> ServerSpec {
+    ServerSpec {
+        name: s.name.clone(),
+        address: s.address,
+        host: s.host.clone(),
+        weight: s.weight,
+        tier: s.tier,
+        maxconn: s.maxconn,
+        disabled: s.disabled,
+        source: s.source.or(service_source),
+        check_port: s.check_port,
+        check_address: s.check_address,
+    }
 }

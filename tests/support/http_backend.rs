@@ -89,7 +89,15 @@ impl HttpBackend {
             });
             rt.shutdown_timeout(Duration::from_secs(1));
         });
-        Ok(HttpBackend { name: name.into(), addr, connections, requests, stop, thread: Some(thread), shutdown: Some(tx) })
+        Ok(HttpBackend {
+            name: name.into(),
+            addr,
+            connections,
+            requests,
+            stop,
+            thread: Some(thread),
+            shutdown: Some(tx),
+        })
     }
 
     pub fn connections(&self) -> usize {

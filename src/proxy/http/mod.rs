@@ -8,8 +8,8 @@ mod errors;
 pub(crate) mod io;
 mod policy;
 mod request;
+pub mod server_conn;
 mod tunnel;
-pub mod upstream;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -29,14 +29,15 @@ use tokio::time::Instant;
 use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
-use crate::balance::{Policy, Pool};
 use crate::config::{self, Http};
 use crate::proxy::proxy_protocol::{self, Addresses};
-use crate::runtime::{Server, Service, Tracker};
+use crate::runtime::{Service, Tracker};
+use crate::upstream::Server;
+use crate::upstream::{Policy, Pool};
 use io::Prefixed;
-use upstream::{ConnPool, Connector, ServerTlsConnector};
+use server_conn::{ConnPool, Connector, ServerTlsConnector};
 
-pub use upstream::ConnPool as ServerConnPool;
+pub use server_conn::ConnPool as ServerConnPool;
 
 /// The HTTP side of a runtime service: settings, TLS, connection pools, route pools.
 pub struct HttpService {

@@ -18,10 +18,10 @@ use tokio::time::{sleep_until, Instant};
 use tracing::{debug, info, warn};
 
 use super::body::{ms_since, Ending, Progress, ProxyBody, Tracked};
-use super::upstream::Sender;
+use super::server_conn::Sender;
 use super::{errors, policy, tunnel, ConnCtx};
-use crate::balance::{Lease, NoPick, Pool, Tried};
 use crate::proxy::http_rules as rules;
+use crate::upstream::{Lease, NoPick, Pool, Tried};
 
 /// What the access log line says about one request.
 struct Log {

@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use super::ConnCtx;
-use crate::balance::Lease;
+use crate::upstream::Lease;
 
 pub(super) fn spawn(ctx: Arc<ConnCtx>, client: OnUpgrade, server: OnUpgrade, lease: Lease, path: String) {
     let guard = ctx.tracker.enter();

@@ -7,7 +7,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::Balancer;
-use crate::runtime::Server;
+use super::Server;
 
 pub struct PowerOfTwo;
 

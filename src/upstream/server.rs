@@ -1,5 +1,6 @@
-//! A server as the running process sees it: its configuration plus live state that the
-//! health checker writes and the balancer and proxy read, lock-free on the hot path.
+//! A server as the running process sees it: what it was built from ([`ServerSpec`]) plus
+//! live state that the health checker writes and the balancer and proxy read, lock-free
+//! on the hot path.
 
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
@@ -9,8 +10,44 @@ use std::time::{Duration, SystemTime};
 
 use tokio::sync::{watch, Notify};
 
-use crate::balance::hash::server_key;
-use crate::config::model;
+use super::hash::server_key;
+
+pub const MAX_WEIGHT: u32 = 256;
+
+/// What a server is built from: its settings as the config gave them, the service's
+/// `source` already folded in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ServerSpec {
+    pub name: String,
+    pub address: SocketAddr,
+    /// The host name to resolve again, when the config named one.
+    pub host: Option<String>,
+    pub weight: u32,
+    pub tier: u32,
+    pub maxconn: u32,
+    pub disabled: bool,
+    pub source: Option<IpAddr>,
+    pub check_port: Option<u16>,
+    pub check_address: Option<IpAddr>,
+}
+
+impl ServerSpec {
+    /// A server with only a name, an address, a weight and a tier (benchmarks, tests).
+    pub fn named(name: &str, address: SocketAddr, weight: u32, tier: u32) -> Self {
+        ServerSpec {
+            name: name.into(),
+            address,
+            host: None,
+            weight,
+            tier,
+            maxconn: 0,
+            disabled: false,
+            source: None,
+            check_port: None,
+            check_address: None,
+        }
+    }
+}
 
 /// What health checking says about a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,24 +177,22 @@ pub struct ServerStats {
 impl Server {
     /// A server starts up and unchecked; the runtime marks checked servers down until
     /// their first probe.
-    pub fn new(cfg: &model::Server, service_source: Option<IpAddr>) -> Self {
+    pub fn new(spec: ServerSpec) -> Self {
         Server {
-            name: cfg.name.clone(),
-            address: arc_swap::ArcSwap::from_pointee(cfg.address),
-            configured: cfg.address,
-            host: cfg.host.clone(),
-            weight: AtomicU32::new(cfg.weight),
-            config_weight: AtomicU32::new(cfg.weight),
-            config_disabled: AtomicBool::new(cfg.disabled),
-            maxconn: AtomicU32::new(cfg.maxconn),
-            tier: cfg.tier,
-            source: cfg.source.or(service_source),
-            check_port: cfg.check_port,
-            check_address: cfg.check_address,
-            hash_key: server_key(&cfg.name),
+            hash_key: server_key(&spec.name),
+            address: arc_swap::ArcSwap::from_pointee(spec.address),
+            configured: spec.address,
+            weight: AtomicU32::new(spec.weight),
+            config_weight: AtomicU32::new(spec.weight),
+            config_disabled: AtomicBool::new(spec.disabled),
+            maxconn: AtomicU32::new(spec.maxconn),
+            tier: spec.tier,
+            source: spec.source,
+            check_port: spec.check_port,
+            check_address: spec.check_address,
             up: AtomicBool::new(true),
             health: AtomicU8::new(Health::Unchecked as u8),
-            admin: AtomicU8::new(if cfg.disabled { AdminState::Maint } else { AdminState::Ready } as u8),
+            admin: AtomicU8::new(if spec.disabled { AdminState::Maint } else { AdminState::Ready } as u8),
             active: AtomicU32::new(0),
             streak: AtomicU32::new(0),
             connect_errors: AtomicU32::new(0),
@@ -166,26 +201,14 @@ impl Server {
             sessions: watch::Sender::new(0),
             last_probe: Mutex::new(None),
             stats: ServerStats::default(),
+            name: spec.name,
+            host: spec.host,
         }
     }
 
     /// Build a bare server (benchmarks, tests).
     pub fn named(name: &str, address: SocketAddr, weight: u32, backup: bool) -> Self {
-        let cfg = model::Server {
-            name: name.into(),
-            address,
-            host: None,
-            weight,
-            tier: u32::from(backup),
-            source: None,
-            check_port: None,
-            check_address: None,
-            cookie: None,
-            pool: None,
-            disabled: false,
-            maxconn: 0,
-        };
-        Server::new(&cfg, None)
+        Server::new(ServerSpec::named(name, address, weight, u32::from(backup)))
     }
 
     /// The address connections and probes use now.
@@ -364,7 +387,7 @@ impl Server {
 
     /// Operator's weight (0–256); 0 takes no new traffic.
     pub fn set_weight(&self, w: u32) {
-        self.weight.store(w.min(crate::config::MAX_WEIGHT), Relaxed);
+        self.weight.store(w.min(MAX_WEIGHT), Relaxed);
     }
 
     /// The weight the config last gave.

@@ -3,8 +3,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 
 use super::*;
-use crate::config::{BalanceKind, Failback};
-use crate::runtime::Server;
 
 fn servers(spec: &[(&str, u32, bool)]) -> Vec<Arc<Server>> {
     spec.iter()
@@ -177,21 +175,8 @@ fn tiered(spec: &[(&str, u32)]) -> Vec<Arc<Server>> {
     spec.iter()
         .enumerate()
         .map(|(i, (name, tier))| {
-            let cfg = crate::config::Server {
-                name: name.to_string(),
-                address: SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16)),
-                host: None,
-                weight: 1,
-                tier: *tier,
-                source: None,
-                check_port: None,
-                check_address: None,
-                cookie: None,
-                pool: None,
-                disabled: false,
-                maxconn: 0,
-            };
-            Arc::new(Server::new(&cfg, None))
+            let address = SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16));
+            Arc::new(Server::new(ServerSpec::named(name, address, 1, *tier)))
         })
         .collect()
 }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use super::Balancer;
-use crate::runtime::Server;
+use super::Server;
 
 pub struct RoundRobin {
     /// Running "current weight" per server; a short critical section per pick.

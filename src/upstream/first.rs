@@ -1,7 +1,7 @@
 //! `first`: the first eligible server in config order takes everything (active-backup).
 
 use super::Balancer;
-use crate::runtime::Server;
+use super::Server;
 use std::{net::IpAddr, sync::Arc};
 
 pub struct First;

@@ -31,7 +31,7 @@ const SETTLE: Duration = Duration::from_secs(1);
 use crate::config::{Keepalive, ProxyVersion, ServerTls};
 use crate::net;
 use crate::proxy::proxy_protocol;
-use crate::runtime::Server;
+use crate::upstream::Server;
 
 trait Io: AsyncRead + AsyncWrite + Send + Unpin + 'static {}
 impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Io for T {}

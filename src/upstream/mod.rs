@@ -1,12 +1,17 @@
-//! Balancing: each algorithm answers "which of these eligible servers?", and one
-//! selection routine around them applies tiers (active, then backup), health and
-//! "not already tried", so retries and health filtering are the same loop.
+//! Upstream: the servers of a service and how one is chosen. A leaf: it knows nothing of
+//! the config, the runtime, the proxy or the health checks. Health writes a server's state
+//! through [`Server`]; the proxy asks a [`Pool`] for a [`Lease`].
+//!
+//! Each algorithm answers "which of these eligible servers?", and one selection routine
+//! around them applies tiers (active, then backup), health, admission slots (`maxconn`)
+//! and "not already tried", so retries and health filtering are the same loop.
 
 mod first;
 pub mod hash;
 mod leastconn;
 mod random;
 mod roundrobin;
+mod server;
 mod source;
 
 use std::net::IpAddr;
@@ -18,8 +23,53 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::config::{BalanceKind, Failback};
-use crate::runtime::Server;
+pub use server::{AdminState, Health, ProbeResult, Server, ServerSpec, ServerStats, State, MAX_WEIGHT};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BalanceKind {
+    RoundRobin,
+    LeastConn,
+    Source,
+    First,
+    Random,
+}
+
+impl BalanceKind {
+    pub const NAMES: &'static [&'static str] = &["roundrobin", "leastconn", "source", "first", "random"];
+
+    pub fn from_name(name: &str) -> Option<Self> {
+        Some(match name {
+            "roundrobin" => BalanceKind::RoundRobin,
+            "leastconn" => BalanceKind::LeastConn,
+            "source" => BalanceKind::Source,
+            "first" => BalanceKind::First,
+            "random" => BalanceKind::Random,
+            _ => return None,
+        })
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BalanceKind::RoundRobin => "roundrobin",
+            BalanceKind::LeastConn => "leastconn",
+            BalanceKind::Source => "source",
+            BalanceKind::First => "first",
+            BalanceKind::Random => "random",
+        }
+    }
+}
+
+/// What happens when a higher-priority server (lower tier, or earlier for `first`)
+/// becomes usable again while traffic has moved elsewhere.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failback {
+    /// New connections go back at once; sessions opened meanwhile stay where they are.
+    Immediate,
+    /// Stay on the current server (or tier) until it fails.
+    Never,
+    /// Go back at once and close the sessions on the server (or tier) being left.
+    Drain,
+}
 
 /// One balancing algorithm. `eligible(i)` says whether `servers[i]` may be chosen now.
 pub trait Balancer: Send + Sync {

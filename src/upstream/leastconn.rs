@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 
 use super::Balancer;
-use crate::runtime::Server;
+use super::Server;
 
 #[derive(Default)]
 pub struct LeastConn {

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use super::hash::{client_key, hrw_hash, hrw_score};
 use super::Balancer;
-use crate::runtime::Server;
+use super::Server;
 
 pub struct SourceHash;
 
