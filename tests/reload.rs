@@ -1300,3 +1300,81 @@ fn keepalive_reaches_client_and_server_sockets_and_follows_a_reload() {
     let opts = vipgate_side_options(bind, &c2);
     assert!(!opts.contains("keepalive"), "keepalive = false after reload, yet: {opts}");
 }
+
+// ---------------------------------------------------------------------------------------
+// What an http service keeps across a reload: its route pools' choices and its idle
+// server connections
+// ---------------------------------------------------------------------------------------
+
+/// An http service whose route `/db` goes to pool "db" (r1 then r2, `first`, failback
+/// never) and everything else to `def`; `header` varies so that reloads change something.
+fn routed_config(bind: SocketAddr, r1: &HttpBackend, r2: &HttpBackend, def: &HttpBackend, header: &str) -> String {
+    format!(
+        "{}\n[services.api]\nbind = \"{bind}\"\nmode = \"http\"\nbalance = \"first\"\nfailback = \"never\"\n\
+         set_headers = {{ X-Generation = \"{header}\" }}\n\
+         [[services.api.routes]]\npath_prefix = \"/db\"\npool = \"db\"\n{}{}{}",
+        global(""),
+        server("api", "r1", r1.addr, "pool = \"db\""),
+        server("api", "r2", r2.addr, "pool = \"db\""),
+        server("api", "def", def.addr, ""),
+    )
+}
+
+fn http_get(bind: SocketAddr, path: &str) -> Resp {
+    let mut s = TcpStream::connect_timeout(&bind, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: vip\r\nConnection: close\r\n\r\n").as_bytes()).unwrap();
+    read_response(&mut s).expect("response")
+}
+
+#[test]
+fn a_route_pool_keeps_its_failback_never_choice_across_reloads() {
+    let mut r1 = HttpBackend::start("r1");
+    let r2 = HttpBackend::start("r2");
+    let def = HttpBackend::start("def");
+    let bind = free_addr();
+    let v = start(&routed_config(bind, &r1, &r2, &def, "0"), &[bind]);
+    let mut reloader = Reloader::new(&v);
+    assert_eq!(http_get(bind, "/db/x").field("server").as_deref(), Some("r1"), "{}", v.log());
+    assert_eq!(http_get(bind, "/other").field("server").as_deref(), Some("def"));
+
+    // r1 stops: the route's clients move to r2 (connect retry) and stay there when r1
+    // comes back, as failback = "never" says.
+    let r1_addr = r1.addr;
+    r1.stop();
+    assert_eq!(http_get(bind, "/db/x").field("server").as_deref(), Some("r2"), "{}", v.log());
+    let _r1 = HttpBackend::start_on("r1", r1_addr, false);
+    assert_eq!(http_get(bind, "/db/x").field("server").as_deref(), Some("r2"));
+
+    // Reloads rebuild the route's pool; its choice goes with it.
+    for generation in 1..=3 {
+        reloader.reload(&v, &routed_config(bind, &_r1, &r2, &def, &generation.to_string()));
+        let r = http_get(bind, "/db/x");
+        assert_eq!(r.seen_header("x-generation"), vec![generation.to_string()], "the reload applied");
+        assert_eq!(r.field("server").as_deref(), Some("r2"), "reload {generation} moved the route back to r1");
+    }
+}
+
+#[test]
+fn idle_server_connections_survive_a_reload() {
+    let b = HttpBackend::start("b1");
+    let bind = free_addr();
+    let cfg = |header: &str| {
+        format!(
+            "{}\n[services.api]\nbind = \"{bind}\"\nmode = \"http\"\nset_headers = {{ X-Generation = \"{header}\" }}\n{}",
+            global(""),
+            server("api", "b1", b.addr, "")
+        )
+    };
+    let v = start(&cfg("0"), &[bind]);
+    let mut reloader = Reloader::new(&v);
+    assert_eq!(http_get(bind, "/").status, 200);
+    let opened = b.connections();
+    for generation in 1..=3 {
+        reloader.reload(&v, &cfg(&generation.to_string()));
+        let r = http_get(bind, "/");
+        assert_eq!(r.seen_header("x-generation"), vec![generation.to_string()]);
+    }
+    println!("server connections: {opened} before three reloads, {} after", b.connections());
+    assert_eq!(b.connections(), opened, "a reload opened new server connections\n{}", v.log());
+}

@@ -12,7 +12,13 @@ use crate::upstream::{Policy, Pool, Server, ServerSpec};
 /// A service as connections see it.
 pub struct Service {
     pub name: String,
+    /// Every server of the service (tcp mode, and http without routes or pool tags).
     pub pool: Pool,
+    /// http routes: each route's pool name and balancing pool, in route order; routes
+    /// naming the same pool share one, so its queue and failback choice are one.
+    pub route_pools: Vec<(String, Arc<Pool>)>,
+    /// http: the servers without a `pool` tag, when routes or tags exist.
+    pub default_pool: Option<Pool>,
     pub connect_timeout: Option<Duration>,
     pub client_timeout: Option<Duration>,
     pub server_timeout: Option<Duration>,
@@ -100,9 +106,13 @@ impl Service {
             })
             .collect();
         let http = match cfg.mode {
-            config::Mode::Http => Some(Arc::new(HttpService::new(cfg, &servers)?)),
+            config::Mode::Http => {
+                let old_http = old.and_then(|o| o.http.as_deref());
+                Some(Arc::new(HttpService::new(cfg, &servers, old_http)?))
+            }
             config::Mode::Tcp => None,
         };
+        let (route_pools, default_pool) = http_pools(cfg, &servers, old);
         let pool =
             Pool::with_policy(cfg.balance, servers, Policy { failback: cfg.failback, all_backups: cfg.all_backups });
         if let Some(o) = old {
@@ -112,6 +122,8 @@ impl Service {
             Service {
                 name: cfg.name.clone(),
                 pool,
+                route_pools,
+                default_pool,
                 connect_timeout: cfg.connect_timeout,
                 client_timeout: cfg.client_timeout,
                 server_timeout: cfg.server_timeout,
@@ -132,6 +144,41 @@ impl Service {
             pending,
         ))
     }
+}
+
+/// The balancing pools of an http service's routes and of its untagged servers. Each
+/// takes over the choice (`first`, `failback = "never"`) of the pool of its name before a
+/// reload, as the service's own pool does: a reload must not move a writer.
+fn http_pools(
+    cfg: &config::Service,
+    servers: &[Arc<Server>],
+    old: Option<&Service>,
+) -> (Vec<(String, Arc<Pool>)>, Option<Pool>) {
+    let Some(h) = &cfg.http else { return (Vec::new(), None) };
+    let policy = Policy { failback: cfg.failback, all_backups: cfg.all_backups };
+    let tagged = |pool: Option<&str>| -> Vec<Arc<Server>> {
+        cfg.servers.iter().zip(servers).filter(|(c, _)| c.pool.as_deref() == pool).map(|(_, s)| Arc::clone(s)).collect()
+    };
+    let mut route_pools: Vec<(String, Arc<Pool>)> = Vec::with_capacity(h.routes.len());
+    for r in &h.routes {
+        let shared = route_pools.iter().find(|(n, _)| *n == r.pool).map(|(_, p)| Arc::clone(p));
+        let pool = shared.unwrap_or_else(|| {
+            let p = Pool::with_policy(cfg.balance, tagged(Some(&r.pool)), policy);
+            if let Some((_, before)) = old.and_then(|o| o.route_pools.iter().find(|(n, _)| *n == r.pool)) {
+                p.carry_choice(before);
+            }
+            Arc::new(p)
+        });
+        route_pools.push((r.pool.clone(), pool));
+    }
+    let default_pool = (!h.routes.is_empty() || cfg.servers.iter().any(|s| s.pool.is_some())).then(|| {
+        let p = Pool::with_policy(cfg.balance, tagged(None), policy);
+        if let Some(before) = old.and_then(|o| o.default_pool.as_ref()) {
+            p.carry_choice(before);
+        }
+        p
+    });
+    (route_pools, default_pool)
 }
 
 /// Settings a live server cannot change in place.

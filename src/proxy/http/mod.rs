@@ -33,29 +33,29 @@ use crate::config::{self, Http};
 use crate::proxy::proxy_protocol::{self, Addresses};
 use crate::runtime::{Service, Tracker};
 use crate::upstream::Server;
-use crate::upstream::{Policy, Pool};
 use io::Prefixed;
 use server_conn::{ConnPool, Connector, ServerTlsConnector};
 
 pub use server_conn::ConnPool as ServerConnPool;
 
-/// The HTTP side of a runtime service: settings, TLS, connection pools, route pools.
+/// The HTTP side of a runtime service: settings, TLS, server connections and their
+/// keep-alive pools. (Its balancing pools, route pools included, are the service's.)
 pub struct HttpService {
     pub cfg: Http,
     tls: Option<TlsAcceptor>,
     connector: Connector,
     /// Server name → its keep-alive pool.
     pools: HashMap<String, Arc<ConnPool>>,
-    /// One balancing pool per route, in route order.
-    route_pools: Vec<Arc<Pool>>,
-    /// Servers without a `pool` tag, when routes exist (otherwise the service's pool).
-    default_pool: Option<Pool>,
     /// Cookie value → server name.
     cookies: Vec<(String, String)>,
 }
 
 impl HttpService {
-    pub fn new(cfg: &config::Service, servers: &[Arc<Server>]) -> Result<Self, String> {
+    /// With `old` (the service before a reload), a server that keeps its name keeps its
+    /// keep-alive pool and the idle connections in it, unless the pool's limits changed:
+    /// a reload costs the servers no new connections. (A pooled connection is used only
+    /// for the address it was opened to, so a moved server gets fresh ones.)
+    pub fn new(cfg: &config::Service, servers: &[Arc<Server>], old: Option<&HttpService>) -> Result<Self, String> {
         let Some(h) = cfg.http.clone() else { return Err("not an http service".into()) };
         let tls = match &h.tls {
             None => None,
@@ -70,6 +70,12 @@ impl HttpService {
             None => None,
             Some(st) => Some(ServerTlsConnector::new(st, h.server_http2)?),
         };
+        // Connections opened another way (TLS, HTTP/2, PROXY header) are not reused.
+        let same_connections = old.is_some_and(|o| {
+            o.cfg.server_tls == h.server_tls
+                && o.cfg.server_http2 == h.server_http2
+                && o.connector.send_proxy == cfg.send_proxy
+        });
         let connector = Connector {
             connect_timeout: cfg.connect_timeout,
             keepalive: cfg.keepalive,
@@ -79,37 +85,21 @@ impl HttpService {
         };
         let pools = servers
             .iter()
-            .map(|s| (s.name.clone(), Arc::new(ConnPool::new(h.pool_max_idle, h.pool_idle_timeout))))
+            .map(|s| {
+                let kept = old
+                    .filter(|_| same_connections)
+                    .and_then(|o| o.pools.get(&s.name))
+                    .filter(|p| p.limits() == (h.pool_max_idle, h.pool_idle_timeout));
+                let pool = match kept {
+                    Some(p) => Arc::clone(p),
+                    None => Arc::new(ConnPool::new(h.pool_max_idle, h.pool_idle_timeout)),
+                };
+                (s.name.clone(), pool)
+            })
             .collect();
-        let policy = Policy { failback: cfg.failback, all_backups: cfg.all_backups };
-        let tagged = |pool: Option<&str>| -> Vec<Arc<Server>> {
-            cfg.servers
-                .iter()
-                .zip(servers)
-                .filter(|(c, _)| c.pool.as_deref() == pool)
-                .map(|(_, s)| Arc::clone(s))
-                .collect()
-        };
-        // Routes naming the same pool share one: its queue and failback choice are one.
-        let mut by_name: Vec<(&str, Arc<Pool>)> = Vec::new();
-        let mut route_pools = Vec::with_capacity(h.routes.len());
-        for r in &h.routes {
-            let name = r.pool.as_str();
-            let pool = match by_name.iter().find(|(n, _)| *n == name) {
-                Some((_, p)) => Arc::clone(p),
-                None => {
-                    let p = Arc::new(Pool::with_policy(cfg.balance, tagged(Some(name)), policy));
-                    by_name.push((name, Arc::clone(&p)));
-                    p
-                }
-            };
-            route_pools.push(pool);
-        }
-        let default_pool = (!h.routes.is_empty() || cfg.servers.iter().any(|s| s.pool.is_some()))
-            .then(|| Pool::with_policy(cfg.balance, tagged(None), policy));
         let cookies =
             cfg.servers.iter().map(|s| (s.cookie.clone().unwrap_or_else(|| s.name.clone()), s.name.clone())).collect();
-        Ok(HttpService { cfg: h, tls, connector, pools, route_pools, default_pool, cookies })
+        Ok(HttpService { cfg: h, tls, connector, pools, cookies })
     }
 
     /// The keep-alive pool of a server, by name (for tests and metrics).

@@ -142,12 +142,13 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         let status = StatusCode::from_u16(status).unwrap_or(StatusCode::FORBIDDEN);
         return log.answer(status, "denied by a deny rule");
     }
+    let service = &ctx.service;
     let pool: &Pool = match rules::route(&cfg.routes, host.as_deref(), req.uri().path()) {
         Some(route) => match cfg.routes.iter().position(|r| std::ptr::eq(r, route)) {
-            Some(i) => &http.route_pools[i],
-            None => &ctx.service.pool,
+            Some(i) => service.route_pools.get(i).map_or(&service.pool, |(_, p)| p.as_ref()),
+            None => &service.pool,
         },
-        None => http.default_pool.as_ref().unwrap_or(&ctx.service.pool),
+        None => service.default_pool.as_ref().unwrap_or(&service.pool),
     };
     if pool.servers().is_empty() {
         return log.answer(StatusCode::NOT_FOUND, "no route for this host and path");

@@ -276,6 +276,11 @@ impl ConnPool {
         }
     }
 
+    /// `pool_max_idle` and `pool_idle_timeout`, as this pool was made with.
+    pub fn limits(&self) -> (usize, Duration) {
+        (self.max_idle, self.idle_timeout)
+    }
+
     pub fn idle_count(&self) -> usize {
         self.idle.lock().map(|i| i.len()).unwrap_or(0)
     }
