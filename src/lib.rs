@@ -4,6 +4,8 @@
 //! signals, drain) → [`upstream`] (pick a live server) → [`proxy`] (forward bytes), while
 //! [`health`] probes servers and flips their state beside it.
 
+#![deny(unsafe_code)]
+
 pub mod admin;
 pub mod clustercheck;
 pub mod config;

@@ -1,14 +1,13 @@
+#![deny(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::Ordering::Relaxed;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
-use vipgate::config::{self, Config};
-use vipgate::runtime::signals::{Sig, Signals};
-use vipgate::runtime::{self, Control, ReloadSource};
+use vipgate::config;
+use vipgate::runtime;
 
 /// TCP load balancer for OpenStack controller VIPs and Galera.
 #[derive(Parser)]
@@ -179,7 +178,7 @@ fn clustercheck(args: ClustercheckArgs) -> ExitCode {
         disabled_file: args.disabled_file,
         max_connections: usize::from(args.max_connections),
     };
-    let rt = match build_runtime(1) {
+    let rt = match runtime::supervisor::build_runtime(1) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vipgate: cannot start the runtime: {e}");
@@ -187,7 +186,7 @@ fn clustercheck(args: ClustercheckArgs) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        let mut signals = match Signals::install() {
+        let mut signals = match runtime::signals::Signals::install() {
             Ok(s) => s,
             Err(e) => {
                 error!(error = %e, "cannot install signal handlers");
@@ -240,7 +239,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            run(config, cfg)
+            runtime::supervisor::run(config, cfg)
         }
         Command::Clustercheck(args) => {
             init_logging();
@@ -267,7 +266,7 @@ fn main() -> ExitCode {
         Command::Reload { config, admin } => admin_command(vipgate::admin::client::reload(&config, admin.as_deref())),
         Command::Demo { bind, once } => {
             init_logging();
-            let rt = match build_runtime(2) {
+            let rt = match runtime::supervisor::build_runtime(2) {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("vipgate: cannot start the runtime: {e}");
@@ -355,194 +354,6 @@ fn init_logging() {
     }
 }
 
-/// Worker threads: `VIPGATE_WORKERS`, else `[global] workers`, else one per CPU.
-fn workers(cfg: &Config) -> Result<usize, String> {
-    if let Ok(v) = std::env::var("VIPGATE_WORKERS") {
-        return match v.trim().parse::<usize>() {
-            Ok(n) if (1..=1024).contains(&n) => Ok(n),
-            _ => Err(format!("VIPGATE_WORKERS=\"{v}\" is not a whole number from 1 to 1024")),
-        };
-    }
-    Ok(cfg.global.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)))
-}
-
-/// One worker runs everything on the main thread with tokio's current-thread scheduler,
-/// as HAProxy's `nbthread 1` does: no work-stealing queues, no cross-thread wakeups
-/// (measured in benches/load S2). Blocking work (an upgrade's hand-over) still goes to
-/// tokio's blocking pool.
-fn build_runtime(workers: usize) -> std::io::Result<tokio::runtime::Runtime> {
-    if workers == 1 {
-        return tokio::runtime::Builder::new_current_thread().thread_name("vipgate-worker").enable_all().build();
-    }
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(workers)
-        .thread_name("vipgate-worker")
-        .enable_all()
-        .build()
-}
-
-fn run(path: PathBuf, cfg: Config) -> ExitCode {
-    let n = match workers(&cfg) {
-        Ok(n) => n,
-        Err(e) => {
-            eprintln!("vipgate: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let rt = match build_runtime(n) {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("vipgate: cannot start the runtime: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    rt.block_on(async move {
-        let mut signals = match Signals::install() {
-            Ok(s) => s,
-            Err(e) => {
-                error!(error = %e, "cannot install signal handlers");
-                return ExitCode::FAILURE;
-            }
-        };
-        info!(version = env!("CARGO_PKG_VERSION"), workers = n, services = cfg.services.len(), "starting");
-        for w in config::loose_secret_files(&cfg) {
-            warn!("{w}");
-        }
-        let exec = runtime::upgrade::Exec::current().ok();
-        let inherited = match runtime::upgrade::inherit() {
-            Ok(i) => i,
-            Err(e) => {
-                error!("{e}");
-                return ExitCode::FAILURE;
-            }
-        };
-        let (handed, notify) = match inherited {
-            Some(i) => {
-                let (listeners, notify) = i.split();
-                (listeners, Some(notify))
-            }
-            None => (Default::default(), None),
-        };
-        let mut running = tokio::select! {
-            r = runtime::start_with(&cfg, handed) => match r {
-                Ok(r) => r,
-                Err(e) => {
-                    error!("{e}");
-                    return ExitCode::FAILURE;
-                }
-            },
-            sig = signals.terminate() => {
-                info!(signal = sig, "signal during startup; exiting");
-                return ExitCode::SUCCESS;
-            }
-        };
-        let status = format!("serving {} services", cfg.services.len());
-        match notify {
-            Some(notify) => {
-                notify.ready();
-                runtime::sdnotify::main_pid_ready(&status);
-            }
-            None => runtime::sdnotify::ready(&status),
-        }
-        let process = running.process();
-        if let Ok(mut h) = process.config_hash.lock() {
-            *h = file_hash(&path);
-        }
-        let (control, mut reloads) = Control::new(running.snapshot_handle(), process);
-        if let Some(admin) = cfg.admin.clone() {
-            let control = control.clone();
-            tokio::spawn(async move {
-                let bind = admin.bind;
-                if let Err(e) = vipgate::admin::serve(admin, control).await {
-                    error!(bind = %bind, error = %e, "admin endpoint failed");
-                }
-            });
-        }
-        let sig = loop {
-            tokio::select! {
-                sig = signals.next() => match sig {
-                    Sig::Stop(sig) => break sig,
-                    Sig::Reload => {
-                        let _ = reload(&path, &mut running, ReloadSource::Signal).await;
-                    }
-                    Sig::Upgrade => {
-                        let Some(exec) = exec.as_ref() else {
-                            error!("upgrade: the binary's path was not known at start; upgrade refused");
-                            continue;
-                        };
-                        // Ready once the new process has run its first health-check round.
-                        let within = Duration::from_secs(60);
-                        match runtime::upgrade::hand_over(exec, running.listener_fds(), within).await {
-                            Ok(pid) => {
-                                info!(pid, "upgrade: the new process accepts; this one stops accepting and drains");
-                                break "upgrade";
-                            }
-                            Err(e) => error!("upgrade failed; this process keeps serving: {e}"),
-                        }
-                    }
-                },
-                Some((source, reply)) = reloads.recv() => {
-                    let outcome = reload(&path, &mut running, source).await;
-                    let _ = reply.send(outcome);
-                }
-            }
-        };
-        info!(signal = sig, "shutting down");
-        if sig != "upgrade" {
-            // After an upgrade the new process is systemd's main PID and the service runs on.
-            runtime::sdnotify::stopping();
-        }
-        let grace = running.config().global.grace;
-        running.shutdown(grace).await;
-        ExitCode::SUCCESS
-    })
-}
-
-/// Re-read `path` and switch to it; an invalid file or a failed switch leaves the running
-/// config in place, is logged and counted, and is the error returned.
-async fn reload(
-    path: &Path,
-    running: &mut runtime::Running,
-    source: ReloadSource,
-) -> Result<runtime::ReloadReport, String> {
-    let process = running.process();
-    process.reloads_total.fetch_add(1, Relaxed);
-    runtime::sdnotify::reloading();
-    let outcome = match config::load(path) {
-        Err(e) => Err(e.to_string()),
-        Ok(cfg) => {
-            for w in config::loose_secret_files(&cfg) {
-                warn!("{w}");
-            }
-            running.reload(cfg).await.map_err(|e| e.to_string())
-        }
-    };
-    match &outcome {
-        Ok(r) => {
-            if let Ok(mut h) = process.config_hash.lock() {
-                *h = file_hash(path);
-            }
-            if let Ok(mut last) = process.last_reload_error.lock() {
-                *last = None;
-            }
-            info!(?source, generation = r.generation, services = r.services, binds_added = ?r.binds_added,
-                binds_removed = ?r.binds_removed, servers_added = r.servers_added, servers_removed = r.servers_removed,
-                "config reloaded");
-            runtime::sdnotify::ready(&format!("serving {} services, config generation {}", r.services, r.generation));
-        }
-        Err(e) => {
-            process.reloads_failed.fetch_add(1, Relaxed);
-            if let Ok(mut last) = process.last_reload_error.lock() {
-                *last = Some(e.clone());
-            }
-            error!(?source, "reload failed; the running config stays:\n{e}");
-            // Still serving, on the previous config.
-            runtime::sdnotify::ready("reload failed; serving the previous config");
-        }
-    }
-    outcome
-}
-
 /// `vipgate upgrade --pid PID`: SIGUSR2 to a running vipgate (checked to be one).
 fn upgrade(pid: i32) -> ExitCode {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
@@ -550,20 +361,14 @@ fn upgrade(pid: i32) -> ExitCode {
         eprintln!("vipgate upgrade: process {pid} is not a running vipgate");
         return ExitCode::FAILURE;
     }
-    // SAFETY: kill(2) with a pid and a signal number; no memory is involved.
-    if unsafe { libc::kill(pid, libc::SIGUSR2) } != 0 {
-        eprintln!("vipgate upgrade: cannot signal {pid}: {}", std::io::Error::last_os_error());
+    let Some(target) = rustix::process::Pid::from_raw(pid) else {
+        eprintln!("vipgate upgrade: {pid} is not a process id");
+        return ExitCode::FAILURE;
+    };
+    if let Err(e) = rustix::process::kill_process(target, rustix::process::Signal::USR2) {
+        eprintln!("vipgate upgrade: cannot signal {pid}: {e}");
         return ExitCode::FAILURE;
     }
     println!("asked vipgate {pid} to upgrade; it logs \"upgrade: the new process accepts\" when done");
     ExitCode::SUCCESS
-}
-
-/// SHA-1 of the config file as read now (hex), for metrics and the API.
-fn file_hash(path: &Path) -> String {
-    use sha1::{Digest, Sha1};
-    match std::fs::read(path) {
-        Ok(bytes) => Sha1::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect(),
-        Err(_) => String::new(),
-    }
 }

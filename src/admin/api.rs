@@ -14,7 +14,7 @@ use tracing::info;
 
 use super::Resp;
 use crate::config::{Mode, MAX_WEIGHT};
-use crate::runtime::{Control, Missing, ReloadReport, ReloadSource};
+use crate::runtime::{Control, Missing, ReloadError, ReloadReport, ReloadSource};
 use crate::upstream::{AdminState, Health, Server};
 
 /// `GET /api/v1/services`.
@@ -325,41 +325,18 @@ pub async fn reload(control: &Control, peer: &str) -> Resp {
     info!(%peer, "reload requested through the admin API");
     match control.reload(ReloadSource::Api).await {
         Ok(report) => json(StatusCode::OK, &ReloadView::from(&report)),
-        Err(e) => error(reload_error_status(&e), e),
+        Err(e) => error(reload_error_status(&e), e.to_string()),
     }
 }
 
-/// What `Control::reload` answers once the supervisor is gone.
-const SHUTTING_DOWN: &str = "vipgate is shutting down";
-
-/// Which status a reload error gets, from its text (the runtime hands back a string).
-pub fn reload_error_status(e: &str) -> StatusCode {
-    if e == SHUTTING_DOWN {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else if is_config_error(e) {
-        StatusCode::UNPROCESSABLE_ENTITY
-    } else {
-        StatusCode::INTERNAL_SERVER_ERROR
+/// Which status a reload error gets: the client's file (422), vipgate's side (500), or
+/// a process that is going away (503).
+pub fn reload_error_status(e: &ReloadError) -> StatusCode {
+    match e {
+        ReloadError::Config(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        ReloadError::Apply(_) | ReloadError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        ReloadError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
     }
-}
-
-/// Config load errors are `FILE:LINE:COL: message` lines, or `FILE: cannot read: ...`.
-fn is_config_error(e: &str) -> bool {
-    let positioned = |line: &str| {
-        // Look for ":LINE:COL: " with both numbers; the file name may itself hold colons.
-        line.match_indices(':').any(|(i, _)| {
-            let rest = &line[i + 1..];
-            let digits = |s: &str| s.bytes().take_while(u8::is_ascii_digit).count();
-            let n1 = digits(rest);
-            if n1 == 0 || rest.as_bytes().get(n1) != Some(&b':') {
-                return false;
-            }
-            let rest = &rest[n1 + 1..];
-            let n2 = digits(rest);
-            n2 > 0 && rest[n2..].starts_with(": ")
-        })
-    };
-    e.lines().next().is_some_and(|first| positioned(first) || first.contains(": cannot read: "))
 }
 
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Resp {
@@ -419,18 +396,20 @@ mod tests {
     }
 
     #[test]
-    fn reload_errors_are_classified() {
-        let invalid = "/etc/vipgate/x.toml:3:9: bad address \"nope\"\n/etc/vipgate/x.toml:7:1: unknown key";
-        assert_eq!(reload_error_status(invalid), StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(reload_error_status("C:\\x.toml:12:3: unknown key"), StatusCode::UNPROCESSABLE_ENTITY);
-        assert_eq!(
-            reload_error_status("/etc/vipgate/x.toml: cannot read: No such file or directory (os error 2)"),
-            StatusCode::UNPROCESSABLE_ENTITY
-        );
-        assert_eq!(
-            reload_error_status("service \"web\": cannot listen on 10.0.0.1:80: Address in use"),
-            StatusCode::INTERNAL_SERVER_ERROR
-        );
-        assert_eq!(reload_error_status("vipgate is shutting down"), StatusCode::SERVICE_UNAVAILABLE);
+    fn reload_errors_are_classified_by_kind() {
+        let invalid = crate::config::parse("[global]\nwokers = 1\n", "x.toml").expect_err("invalid");
+        let e = ReloadError::Config(invalid);
+        assert!(e.to_string().lines().any(|l| l.starts_with("x.toml:2:1: unknown key")), "{e}");
+        assert_eq!(reload_error_status(&e), StatusCode::UNPROCESSABLE_ENTITY);
+        let unreadable =
+            crate::config::load(std::path::Path::new("/nonexistent/vipgate.toml")).expect_err("unreadable");
+        assert_eq!(reload_error_status(&ReloadError::Config(unreadable)), StatusCode::UNPROCESSABLE_ENTITY);
+        let bind = crate::runtime::RunError::Bind {
+            service: "web".into(),
+            bind: "10.0.0.1:80".parse().expect("address"),
+            source: std::io::Error::from(std::io::ErrorKind::AddrInUse),
+        };
+        assert_eq!(reload_error_status(&ReloadError::Apply(bind)), StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(reload_error_status(&ReloadError::ShuttingDown), StatusCode::SERVICE_UNAVAILABLE);
     }
 }

@@ -217,8 +217,8 @@ impl Half {
                 None => splice::take(),
             };
             if let Some(mut pipe) = pipe {
-                use std::os::fd::AsRawFd;
-                let fd = src.as_raw_fd();
+                use std::os::fd::AsFd;
+                let fd = src.as_fd();
                 let r = src.try_io(Interest::READABLE, || pipe.fill_from(fd, splice::CHUNK));
                 match r {
                     Err(e) if splice::unsupported(&e) => {
@@ -256,8 +256,8 @@ impl Half {
     fn top_up(&mut self, src: &TcpStream) -> io::Result<()> {
         #[cfg(target_os = "linux")]
         if let Some(Chunk::Pipe(pipe)) = self.chunk.as_mut() {
-            use std::os::fd::AsRawFd;
-            match pipe.fill_from(src.as_raw_fd(), splice::CHUNK) {
+            use std::os::fd::AsFd;
+            match pipe.fill_from(src.as_fd(), splice::CHUNK) {
                 Ok(0) => self.eof = true,
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
@@ -273,8 +273,8 @@ impl Half {
         match self.chunk.as_mut() {
             #[cfg(target_os = "linux")]
             Some(Chunk::Pipe(pipe)) => {
-                use std::os::fd::AsRawFd;
-                let fd = dst.as_raw_fd();
+                use std::os::fd::AsFd;
+                let fd = dst.as_fd();
                 dst.try_io(Interest::WRITABLE, || pipe.drain_to(fd))
             }
             Some(Chunk::Buf { buf, start, end }) => {

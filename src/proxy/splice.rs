@@ -1,5 +1,6 @@
 //! Zero-copy forwarding with splice(2): socket → pipe → socket, bytes never enter user
-//! space. The only `unsafe` in vipgate lives here.
+//! space. The system calls go through rustix, which takes borrowed descriptors: no
+//! `unsafe` here.
 //!
 //! Pipes are precious (two descriptors and up to 64 KiB of kernel memory each), and most
 //! proxied connections (Galera sessions, AMQP, idle keep-alives) sit idle for hours. So
@@ -10,7 +11,7 @@
 
 use std::cell::RefCell;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
 /// Most pipes that may exist at once; past this, chunks go through the copy path.
@@ -24,7 +25,7 @@ pub const CHUNK: usize = 1 << 20;
 /// GB by about 8 % against the 64 KiB default (benches/load S1). Larger buys little more,
 /// and an unprivileged user's pipes count against `pipe-user-pages-soft` (64 MiB), past
 /// which the kernel hands out two-page pipes; 64 pooled 256 KiB pipes are a quarter of it.
-const PIPE_SIZE: libc::c_int = 256 * 1024;
+const PIPE_SIZE: usize = 256 * 1024;
 
 static LIVE_PIPES: AtomicUsize = AtomicUsize::new(0);
 /// Pipes lent to connections right now (the rest of the live ones sit in pools).
@@ -44,31 +45,27 @@ pub struct Pipe {
 
 impl Pipe {
     fn open() -> io::Result<Pipe> {
-        let mut fds = [0 as libc::c_int; 2];
-        // SAFETY: `fds` is a valid, writable array of two c_ints as pipe2 requires.
-        let rc = unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_NONBLOCK | libc::O_CLOEXEC) };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: pipe2 succeeded, so both descriptors are open and owned by nobody else.
-        let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
-        // SAFETY: F_SETPIPE_SZ takes an int and touches no memory of ours. Refusal (EPERM
-        // past the user's pipe quota) leaves the default size, which works, only slower.
-        let _ = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETPIPE_SZ, PIPE_SIZE) };
+        use rustix::pipe::{fcntl_setpipe_size, pipe_with, PipeFlags};
+        let (read, write) = pipe_with(PipeFlags::NONBLOCK | PipeFlags::CLOEXEC)?;
+        // Refusal (EPERM past the user's pipe quota) leaves the default size, which works,
+        // only slower.
+        let _ = fcntl_setpipe_size(&write, PIPE_SIZE);
         Ok(Pipe { read, write, pending: 0, lent: false })
     }
 
     /// Move up to `len` bytes from socket `from` into this pipe. WouldBlock means the
     /// socket is empty *or* the pipe is full; only with an empty pipe is it the socket.
-    pub fn fill_from(&mut self, from: RawFd, len: usize) -> io::Result<usize> {
-        let n = splice(from, self.write.as_raw_fd(), len)?;
+    pub fn fill_from(&mut self, from: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        let n = splice(from, self.write.as_fd(), len)?;
         self.pending += n;
         Ok(n)
     }
 
     /// Move bytes from this pipe into socket `to`.
-    pub fn drain_to(&mut self, to: RawFd) -> io::Result<usize> {
-        let n = splice(self.read.as_raw_fd(), to, self.pending)?;
+    pub fn drain_to(&mut self, to: BorrowedFd<'_>) -> io::Result<usize> {
+        use std::os::fd::AsFd;
+        let n = splice(self.read.as_fd(), to, self.pending)?;
         if n == 0 {
             return Err(io::Error::new(io::ErrorKind::WriteZero, "splice wrote nothing"));
         }
@@ -141,15 +138,8 @@ pub fn unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::EINVAL) | Some(libc::ENOSYS) | Some(libc::EOPNOTSUPP))
 }
 
-fn splice(from: RawFd, to: RawFd, len: usize) -> io::Result<usize> {
+fn splice(from: BorrowedFd<'_>, to: BorrowedFd<'_>, len: usize) -> io::Result<usize> {
+    use rustix::pipe::SpliceFlags;
     // No SPLICE_F_MORE: it would delay the last segment of interactive replies.
-    let flags = libc::SPLICE_F_MOVE | libc::SPLICE_F_NONBLOCK;
-    // SAFETY: both descriptors are open for the duration of the call (borrowed from live
-    // sockets and an owned pipe); null offsets are required for sockets and pipes.
-    let n = unsafe { libc::splice(from, std::ptr::null_mut(), to, std::ptr::null_mut(), len, flags) };
-    if n < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(n as usize)
-    }
+    Ok(rustix::pipe::splice(from, None, to, None, len, SpliceFlags::MOVE | SpliceFlags::NONBLOCK)?)
 }

@@ -68,6 +68,7 @@ pub async fn trim_after_bursts(tracker: Tracker) {
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
+#[allow(unsafe_code)] // the one call no safe wrapper offers
 fn trim() {
     // SAFETY: malloc_trim only walks glibc's own arenas; any thread may call it.
     unsafe {

@@ -9,6 +9,7 @@ pub mod sdnotify;
 pub mod signals;
 mod snapshot;
 pub mod stats;
+pub mod supervisor;
 pub mod upgrade;
 
 use std::fmt;
@@ -24,7 +25,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
-pub use control::{Control, ReloadSource};
+pub use control::{Control, ReloadError, ReloadSource};
 pub use drain::Tracker;
 pub use snapshot::{Missing, Service, Snapshot};
 pub use stats::ServiceStats;
@@ -82,8 +83,10 @@ struct Listener {
     /// As configured (port 0 stays 0 here; `local` has the real one).
     bind: SocketAddr,
     local: SocketAddr,
-    /// The listening socket, owned by the accept loop while it runs (for an upgrade).
-    fd: std::os::fd::RawFd,
+    /// A second descriptor for the listening socket (the accept loop owns the first), to
+    /// hand over in an upgrade; `None` when it could not be had (out of descriptors).
+    /// Dropped with the listener, after its accept loop has ended.
+    fd: Option<std::os::fd::OwnedFd>,
     stop: watch::Sender<bool>,
     task: JoinHandle<()>,
 }
@@ -267,7 +270,11 @@ impl Running {
         tuned: Option<crate::config::Keepalive>,
     ) {
         let local = listener.local_addr().unwrap_or(bind);
-        let fd = std::os::fd::AsRawFd::as_raw_fd(&listener);
+        let fd = std::os::fd::AsFd::as_fd(&listener).try_clone_to_owned();
+        if let Err(e) = &fd {
+            warn!(service = %service, bind = %local, error = %e, "no second descriptor for this listener: an upgrade cannot hand it over");
+        }
+        let fd = fd.ok();
         info!(service = %service, bind = %local, splice = self.use_splice, "listening");
         let (stop_tx, stop_rx) = watch::channel(false);
         let accept = listener::AcceptLoop {
@@ -311,9 +318,17 @@ impl Running {
         &self.config
     }
 
-    /// Every listening socket by configured bind (valid while `self` runs them), for an upgrade.
-    pub fn listener_fds(&self) -> Vec<(SocketAddr, std::os::fd::RawFd)> {
-        self.listeners.iter().map(|l| (l.bind, l.fd)).collect()
+    /// Every listening socket by configured bind, as descriptors of their own, for an
+    /// upgrade: all of them, or an error naming the one that cannot be had.
+    pub fn listener_fds(&self) -> Result<Vec<(SocketAddr, std::os::fd::OwnedFd)>, String> {
+        self.listeners
+            .iter()
+            .map(|l| {
+                let fd = l.fd.as_ref().ok_or_else(|| format!("listener {} has no descriptor to hand over", l.local))?;
+                let fd = fd.try_clone().map_err(|e| format!("listener {}: {e}", l.local))?;
+                Ok((l.bind, fd))
+            })
+            .collect()
     }
 
     /// Connections currently open.

@@ -14,13 +14,12 @@ use std::collections::HashMap;
 use std::ffi::OsString;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use sendfd::{RecvWithFd, SendWithFd};
 use tokio::time::Instant;
 use tracing::{info, warn};
 
@@ -49,7 +48,7 @@ impl Exec {
 /// On any error the new process is stopped and the old one goes on serving.
 pub async fn hand_over(
     exec: &Exec,
-    listeners: Vec<(SocketAddr, RawFd)>,
+    listeners: Vec<(SocketAddr, OwnedFd)>,
     ready_within: Duration,
 ) -> Result<u32, String> {
     if listeners.len() > MAX_FDS {
@@ -128,36 +127,19 @@ fn random_hex(bytes: usize) -> Result<String, String> {
 
 /// The user and process on the other end of a unix socket, as the kernel recorded them at
 /// connect(2) (SO_PEERCRED): a peer cannot claim another's.
-fn peer_credentials(stream: &UnixStream) -> io::Result<libc::ucred> {
-    let mut cred = libc::ucred { pid: 0, uid: 0, gid: 0 };
-    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
-    // SAFETY: the descriptor is open for the call (borrowed from `stream`), and the kernel
-    // writes at most `len` bytes, the size of the `ucred` it points to.
-    let rc = unsafe {
-        libc::getsockopt(
-            stream.as_raw_fd(),
-            libc::SOL_SOCKET,
-            libc::SO_PEERCRED,
-            (&mut cred as *mut libc::ucred).cast::<libc::c_void>(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(cred)
+fn peer_credentials(stream: &UnixStream) -> io::Result<rustix::net::UCred> {
+    Ok(rustix::net::sockopt::socket_peercred(stream)?)
 }
 
 /// The user this process runs as, which the new process (started by us) runs as too.
 fn own_uid() -> u32 {
-    // SAFETY: geteuid takes nothing and cannot fail.
-    unsafe { libc::geteuid() }
+    rustix::process::geteuid().as_raw()
 }
 
 fn converse(
     socket: UnixListener,
     child: &mut Child,
-    listeners: Vec<(SocketAddr, RawFd)>,
+    listeners: Vec<(SocketAddr, OwnedFd)>,
     ready_within: Duration,
 ) -> Result<(), String> {
     let deadline = Instant::now() + ready_within;
@@ -174,10 +156,10 @@ fn converse(
     let stream = loop {
         match socket.accept() {
             Ok((s, _)) => match peer_credentials(&s) {
-                Ok(peer) if peer.uid == uid => break s,
+                Ok(peer) if peer.uid.as_raw() == uid => break s,
                 Ok(peer) => warn!(
-                    peer_uid = peer.uid,
-                    peer_pid = peer.pid,
+                    peer_uid = peer.uid.as_raw(),
+                    peer_pid = peer.pid.as_raw_nonzero().get(),
                     uid,
                     "upgrade: refused a connection to the hand-over socket from another user; waiting for the new process"
                 ),
@@ -202,8 +184,7 @@ fn converse(
         return fail(child, "upgrade socket: cannot make it blocking".into());
     }
     let names: String = listeners.iter().map(|(a, _)| format!("{a}\n")).collect::<String>() + "\n";
-    let fds: Vec<RawFd> = listeners.iter().map(|(_, fd)| *fd).collect();
-    if let Err(e) = stream.send_with_fd(names.as_bytes(), &fds) {
+    if let Err(e) = send_listeners(&stream, names.as_bytes(), &listeners) {
         return fail(child, format!("handing over the listeners: {e}"));
     }
     // Ready comes once the new process accepts; it may take a health-check round.
@@ -248,9 +229,9 @@ pub fn inherit() -> Result<Option<Inherited>, String> {
         .map_err(|e| format!("upgrade: cannot reach the old process at {}: {e}", Path::new(&path).display()))?;
     let _ = stream.set_read_timeout(Some(Duration::from_secs(30)));
     let mut bytes = vec![0u8; 64 * 1024];
-    let mut fds = [0 as RawFd; MAX_FDS + 3];
-    let (mut n, nfds) =
-        stream.recv_with_fd(&mut bytes, &mut fds).map_err(|e| format!("upgrade: receiving listeners: {e}"))?;
+    // The descriptors come owned: none can leak, whatever fails below.
+    let (mut n, fds) =
+        receive_listeners(&stream, &mut bytes).map_err(|e| format!("upgrade: receiving listeners: {e}"))?;
     // The names may arrive in more than one read; the descriptors came with the first.
     while !bytes[..n].ends_with(b"\n\n") && n < bytes.len() {
         let more = (&stream).read(&mut bytes[n..]).map_err(|e| format!("upgrade: receiving listeners: {e}"))?;
@@ -259,8 +240,7 @@ pub fn inherit() -> Result<Option<Inherited>, String> {
         }
         n += more;
     }
-    // Own every descriptor received before anything can fail, so none leaks.
-    let owned: Vec<std::net::TcpListener> = fds[..nfds].iter().map(|&fd| unsafe_listener_from_fd(fd)).collect();
+    let owned: Vec<std::net::TcpListener> = fds.into_iter().map(std::net::TcpListener::from).collect();
     for l in &owned {
         // A later upgrade's child must get them by hand-over, not by inheritance.
         let _ = socket2::SockRef::from(l).set_cloexec(true);
@@ -280,12 +260,37 @@ pub fn inherit() -> Result<Option<Inherited>, String> {
     Ok(Some(Inherited { listeners, notify: stream }))
 }
 
-/// Wrap a descriptor the kernel just gave us (SCM_RIGHTS): it is open, a listening TCP
-/// socket of the old process, and owned by nobody else in this process.
-fn unsafe_listener_from_fd(fd: RawFd) -> std::net::TcpListener {
-    // SAFETY: `fd` was installed into this process by recvmsg(SCM_RIGHTS) a moment ago;
-    // nothing else refers to it, so the TcpListener becomes its only owner.
-    unsafe { std::net::TcpListener::from_raw_fd(fd) }
+/// Send `names` with the listening sockets attached (SCM_RIGHTS): the kernel installs
+/// copies of them in the receiving process.
+fn send_listeners(stream: &UnixStream, names: &[u8], listeners: &[(SocketAddr, OwnedFd)]) -> io::Result<()> {
+    use rustix::net::{sendmsg, SendAncillaryBuffer, SendAncillaryMessage, SendFlags};
+    let fds: Vec<std::os::fd::BorrowedFd<'_>> = listeners.iter().map(|(_, fd)| fd.as_fd()).collect();
+    let mut space = vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS))];
+    let mut control = SendAncillaryBuffer::new(&mut space);
+    if !control.push(SendAncillaryMessage::ScmRights(&fds)) {
+        return Err(io::Error::other("too many descriptors for one message"));
+    }
+    let sent = sendmsg(stream, &[io::IoSlice::new(names)], &mut control, SendFlags::empty())?;
+    // The descriptors went with the first byte; the rest of the names follow as bytes.
+    (&*stream).write_all(&names[sent..])
+}
+
+/// Receive the first part of the names and the listening sockets sent with them, owned.
+fn receive_listeners(stream: &UnixStream, bytes: &mut [u8]) -> io::Result<(usize, Vec<OwnedFd>)> {
+    use rustix::net::{recvmsg, RecvAncillaryBuffer, RecvAncillaryMessage, RecvFlags};
+    let mut space = vec![std::mem::MaybeUninit::<u8>::uninit(); rustix::cmsg_space!(ScmRights(MAX_FDS + 3))];
+    let mut control = RecvAncillaryBuffer::new(&mut space);
+    let got = recvmsg(stream, &mut [io::IoSliceMut::new(bytes)], &mut control, RecvFlags::CMSG_CLOEXEC)?;
+    let mut fds = Vec::new();
+    for message in control.drain() {
+        if let RecvAncillaryMessage::ScmRights(received) = message {
+            fds.extend(received);
+        }
+    }
+    if got.flags.contains(rustix::net::ReturnFlags::CTRUNC) {
+        return Err(io::Error::other("more descriptors than one hand-over carries"));
+    }
+    Ok((got.bytes, fds))
 }
 
 impl Inherited {
@@ -333,6 +338,6 @@ mod tests {
     fn the_peer_of_a_socket_pair_is_this_process() {
         let (left, _right) = UnixStream::pair().unwrap();
         let peer = peer_credentials(&left).unwrap();
-        assert_eq!((peer.uid, peer.pid), (own_uid(), std::process::id() as i32));
+        assert_eq!((peer.uid.as_raw(), peer.pid.as_raw_nonzero().get()), (own_uid(), std::process::id() as i32));
     }
 }
