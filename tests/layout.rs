@@ -1,6 +1,6 @@
 //! The rule of the house, checked: `upstream` is a leaf (it uses no other vipgate
-//! module), and `upstream`, `config` and `health` never use `proxy`, `runtime` or
-//! `admin`. The data flows config → runtime → upstream → proxy; health writes server state
+//! module), `upstream`, `config` and `health` never use `proxy`, `runtime` or `admin`, and
+//! `tls` takes no config type (the config names its `CertFiles`). The data flows config → runtime → upstream → proxy; health writes server state
 //! through upstream beside it; admin reads the runtime. A use the other way is a cycle.
 
 use std::path::Path;
@@ -39,4 +39,6 @@ fn upstream_is_a_leaf_and_nothing_below_uses_what_is_above() {
             .collect();
         assert!(bad.is_empty(), "{below} must not use proxy, runtime or admin: {bad:?}");
     }
+    let tls: Vec<_> = uses(&src.join("tls")).into_iter().filter(|(_, m)| m == "config").collect();
+    assert!(tls.is_empty(), "tls must not use config: {tls:?}");
 }

@@ -92,7 +92,7 @@ impl CheckFields {
     }
 }
 
-impl Validator {
+impl Validator<'_> {
     pub(super) fn check_fields(&mut self, t: &DeTable<'_>, section: &str) -> CheckFields {
         let mut c = CheckFields::default();
         let known: Vec<&str> = COMMON_KEYS.iter().chain(HTTP_KEYS).chain(MYSQL_KEYS).copied().collect();
@@ -123,7 +123,7 @@ impl Validator {
                 "server_name" => c.server_name = self.header_value(key, value),
                 "user" => c.user = self.string(key, value).map(str::to_string),
                 "password_file" => {
-                    c.password = self.string(key, value).and_then(|p| match std::fs::read_to_string(p) {
+                    c.password = self.string(key, value).and_then(|p| match self.io.read_secret(p) {
                         // One trailing newline is how editors save a one-line secret.
                         Ok(s) => {
                             c.password_file = Some(PathBuf::from(p));
@@ -198,7 +198,7 @@ impl Validator {
             "https" => {
                 let h = http("/", true);
                 if let Some(t) = &h.tls {
-                    if let Err(e) = crate::tls::client_config(t.ca_file.as_deref(), t.verify) {
+                    if let Err(e) = self.io.check_ca(t.ca_file.as_deref(), t.verify) {
                         self.err(kind_span.clone(), format!("https check: {e}"));
                         ok = false;
                     }

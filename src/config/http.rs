@@ -1,6 +1,7 @@
 //! The validated model of `mode = "http"` settings and of the PROXY protocol keys (which
 //! apply in both modes).
 
+pub use crate::tls::CertFiles;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -216,14 +217,6 @@ pub struct Route {
     /// `None` = any path.
     pub path_prefix: Option<String>,
     pub pool: String,
-}
-
-/// PEM files for one certificate: the chain (leaf first) and its private key. SNI picks
-/// the certificate whose names match; the first is the default.
-#[derive(Debug, Clone, PartialEq)]
-pub struct CertFiles {
-    pub cert: PathBuf,
-    pub key: PathBuf,
 }
 
 #[derive(Debug, Clone, PartialEq)]

@@ -1,9 +1,12 @@
 //! Configuration: TOML schema, duration parsing, and validation into a [`Config`] model
-//! with `FILE:LINE:COL` diagnostics.
+//! with `FILE:LINE:COL` diagnostics. The validation itself does no I/O: what the text
+//! alone cannot tell (a server name's address, a secret file, a certificate) it asks of
+//! [`load::Io`], the system for [`load`] and [`parse`], nothing for [`validate_pure`].
 
 mod check;
 mod duration;
 pub mod http;
+pub mod load;
 pub mod model;
 mod secrets;
 mod validate;
@@ -67,18 +70,31 @@ pub fn load_with_warnings(path: &Path) -> Result<(Config, Vec<String>), ConfigEr
     parse_with_warnings(&text, &file)
 }
 
-/// Validate configuration text; `file` only names it in diagnostics.
+/// Validate configuration text; `file` only names it in diagnostics. Server names are
+/// resolved and the files the config names are read (blocking I/O: keep it off the
+/// workers).
 pub fn parse(text: &str, file: &str) -> Result<Config, ConfigError> {
     parse_with_warnings(text, file).map(|(config, _)| config)
 }
 
+/// Validate configuration text with no I/O at all: every problem the text itself has,
+/// positioned, but no name resolved and no file read ([`load::NoIo`]). For fuzzing and for
+/// checking a text; the config it gives is not one to run.
+pub fn validate_pure(text: &str, file: &str) -> Result<Config, ConfigError> {
+    validate_with(text, file, &load::NoIo).map(|(config, _)| config)
+}
+
 /// [`parse`], and the warnings about valid text, positioned as [`load_with_warnings`] says.
 pub fn parse_with_warnings(text: &str, file: &str) -> Result<(Config, Vec<String>), ConfigError> {
+    validate_with(text, file, &load::SystemIo)
+}
+
+fn validate_with(text: &str, file: &str, io: &dyn load::Io) -> Result<(Config, Vec<String>), ConfigError> {
     let positioned = |p: Problem| {
         let (line, column) = line_col(text, p.offset);
         Diagnostic { line, column, message: p.message }
     };
-    match validate::validate(text) {
+    match validate::validate(text, io) {
         Ok(v) => {
             let warnings = v
                 .warnings

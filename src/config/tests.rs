@@ -279,3 +279,27 @@ fn a_config_never_prints_a_check_password() {
     }
     let _ = std::fs::remove_file(&secret_file);
 }
+
+/// The validation asks for I/O only through `load::Io`: without it nothing is resolved or
+/// read, and the same text with it reports what the machine says, at the key's position.
+#[test]
+fn pure_validation_does_no_io_and_the_system_io_reports_at_the_key() {
+    let text = "[admin]\ntoken_file = \"/nonexistent/vipgate-token\"\n\n\
+                [services.api]\nbind = \"127.0.0.1:18080\"\nmode = \"http\"\n\
+                certificates = [{ cert = \"/nonexistent/cert.pem\" }]\n\
+                [[services.api.servers]]\nname = \"a\"\naddress = \"no-such-host.invalid:5000\"\n";
+    let pure = super::validate_pure(text, "t.toml").expect("the text itself is valid");
+    let server = &pure.services[0].servers[0];
+    assert_eq!(server.host.as_deref(), Some("no-such-host.invalid"));
+    assert_eq!(server.address, "0.0.0.0:5000".parse().unwrap(), "nothing resolved");
+    assert_eq!(pure.admin.as_ref().and_then(|a| a.token.as_deref()), Some(super::load::PLACEHOLDER_SECRET));
+
+    let p = problems(text);
+    for (at, what) in [
+        ("t.toml:2:14:", "/nonexistent/vipgate-token"),
+        ("t.toml:7:", "cert.pem"),
+        ("t.toml:10:11:", "no-such-host.invalid"),
+    ] {
+        assert!(p.iter().any(|l| l.starts_with(at) && l.contains(what)), "{at} {what} not in {p:?}");
+    }
+}

@@ -4,8 +4,9 @@
 //! stops at the first error, and operators fixing a config want the whole list at once,
 //! each with `FILE:LINE:COL`.
 
+use super::load::Io;
 use std::borrow::Cow;
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::Range;
 use std::time::Duration;
 
@@ -33,8 +34,9 @@ pub struct Validated {
     pub warnings: Vec<Problem>,
 }
 
-/// Validate `src`; on failure return every problem found (sorted by position).
-pub fn validate(src: &str) -> Result<Validated, Vec<Problem>> {
+/// Validate `src`, asking `io` for what the text alone cannot tell; on failure return
+/// every problem found (sorted by position).
+pub fn validate(src: &str, io: &dyn Io) -> Result<Validated, Vec<Problem>> {
     let (root, syntax) = DeTable::parse_recoverable(src);
     if !syntax.is_empty() {
         let problems = syntax
@@ -46,7 +48,7 @@ pub fn validate(src: &str) -> Result<Validated, Vec<Problem>> {
             .collect();
         return Err(sorted(problems));
     }
-    let mut v = Validator { problems: Vec::new(), warnings: Vec::new() };
+    let mut v = Validator { problems: Vec::new(), warnings: Vec::new(), io };
     let config = v.root(root.get_ref());
     if v.problems.is_empty() {
         if let Some(config) = config {
@@ -62,9 +64,11 @@ fn sorted(mut p: Vec<Problem>) -> Vec<Problem> {
     p
 }
 
-pub(super) struct Validator {
+pub(super) struct Validator<'io> {
     problems: Vec<Problem>,
     warnings: Vec<Problem>,
+    /// Names to resolve and files to read go through here (`load.rs`).
+    pub(super) io: &'io dyn Io,
 }
 
 /// Where `[admin]` and its keys are, for problems found once the services are known.
@@ -129,7 +133,7 @@ const SERVICE_KEYS: &[&str] = &[
     "servers",
 ];
 
-impl Validator {
+impl Validator<'_> {
     pub(super) fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.problems.push(Problem { offset: span.start, message: message.into() });
     }
@@ -244,7 +248,7 @@ impl Validator {
                 "token_file" => {
                     spans.token_file_given = true;
                     let Some(path) = self.string(key, value) else { continue };
-                    match std::fs::read_to_string(path) {
+                    match self.io.read_secret(path) {
                         Ok(text) => {
                             // Editors end a one-line secret with a newline; it is not part of the token.
                             let token = text.trim();
@@ -888,7 +892,7 @@ impl Validator {
     }
 
     fn server_addr(&mut self, span: &Range<usize>, s: &str) -> Option<SocketAddr> {
-        match parse_server_addr(s) {
+        match parse_server_addr(s, self.io) {
             Ok(a) => Some(a),
             Err(why) => {
                 self.err(span.clone(), format!("bad address \"{s}\": {why}"));
@@ -924,8 +928,8 @@ fn address_host(s: &str) -> Option<String> {
     s.rsplit_once(':').map(|(h, _)| h.to_string())
 }
 
-/// Server address: `IP:PORT`, `[V6]:PORT`, or `HOST:PORT` resolved now (first address wins).
-pub fn parse_server_addr(s: &str) -> Result<SocketAddr, String> {
+/// Server address: `IP:PORT`, `[V6]:PORT`, or `HOST:PORT` resolved by `io` (first address wins).
+pub fn parse_server_addr(s: &str, io: &dyn Io) -> Result<SocketAddr, String> {
     let s = s.trim();
     if let Ok(addr) = s.parse::<SocketAddr>() {
         if addr.port() == 0 {
@@ -940,8 +944,7 @@ pub fn parse_server_addr(s: &str) -> Result<SocketAddr, String> {
         return Err("expected IP:PORT, [IPv6]:PORT or HOST:PORT".into());
     }
     let port = parse_port(port)?;
-    let mut addrs = (host, port).to_socket_addrs().map_err(|e| format!("cannot resolve \"{host}\": {e}"))?;
-    addrs.next().ok_or_else(|| format!("\"{host}\" resolves to no address"))
+    io.resolve(host, port)
 }
 
 fn parse_port(p: &str) -> Result<u16, String> {

@@ -185,7 +185,7 @@ impl HttpFields {
     }
 }
 
-impl Validator {
+impl Validator<'_> {
     /// Read one http or PROXY key into `f`; false if `k` is not one of them.
     pub(super) fn http_field(&mut self, f: &mut HttpFields, key: &Key<'_>, value: &Val<'_>) -> bool {
         let k = key.get_ref().as_ref();
@@ -258,7 +258,7 @@ impl Validator {
                 f.tls_ca_file = self.string(key, value).map(PathBuf::from);
                 // Loaded now, so `vipgate check` fails where `vipgate run` would.
                 if let Some(path) = &f.tls_ca_file {
-                    if let Err(e) = crate::tls::client_config(Some(path), true) {
+                    if let Err(e) = self.io.check_ca(Some(path), true) {
                         self.err(value.span(), e);
                         f.tls_ca_file = None;
                     }
@@ -508,8 +508,8 @@ impl Validator {
             let files = CertFiles { key: keyf.unwrap_or_else(|| cert.clone()), cert };
             // Operators learn of an unreadable or mismatched certificate from `vipgate
             // check`, not from a listener that fails at start (or at reload).
-            if let Err(e) = crate::tls::server::check_files(std::slice::from_ref(&files)) {
-                self.err(span, e.to_string());
+            if let Err(e) = self.io.check_certificates(&files) {
+                self.err(span, e);
                 continue;
             }
             out.push(files);

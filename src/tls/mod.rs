@@ -85,3 +85,11 @@ impl ServerCertVerifier for AnyCertificate {
         self.0.signature_verification_algorithms.supported_schemes()
     }
 }
+
+/// PEM files for one certificate: the chain (leaf first) and its private key. SNI picks
+/// the certificate whose names match; the first is the default.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CertFiles {
+    pub cert: std::path::PathBuf,
+    pub key: std::path::PathBuf,
+}

@@ -14,7 +14,7 @@ use rustls::server::{ClientHello, ParsedCertificate, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{InconsistentKeys, ServerConfig};
 
-use crate::config::CertFiles;
+use super::CertFiles;
 
 /// Which of the two PEM files of a certificate a problem is in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
