@@ -16,5 +16,6 @@ pub mod mysql;
 pub mod net;
 pub mod proxy;
 pub mod runtime;
+pub mod supervisor;
 pub mod tls;
 pub mod upstream;

@@ -8,6 +8,7 @@ use tracing::{error, info, warn};
 
 use vipgate::config;
 use vipgate::runtime;
+use vipgate::supervisor;
 
 /// TCP load balancer for OpenStack controller VIPs and Galera.
 #[derive(Parser)]
@@ -178,7 +179,7 @@ fn clustercheck(args: ClustercheckArgs) -> ExitCode {
         disabled_file: args.disabled_file,
         max_connections: usize::from(args.max_connections),
     };
-    let rt = match runtime::supervisor::build_runtime(1) {
+    let rt = match supervisor::build_runtime(1) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("vipgate: cannot start the runtime: {e}");
@@ -239,7 +240,7 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            runtime::supervisor::run(config, cfg)
+            supervisor::run(config, cfg)
         }
         Command::Clustercheck(args) => {
             init_logging();
@@ -266,7 +267,7 @@ fn main() -> ExitCode {
         Command::Reload { config, admin } => admin_command(vipgate::admin::client::reload(&config, admin.as_deref())),
         Command::Demo { bind, once } => {
             init_logging();
-            let rt = match runtime::supervisor::build_runtime(2) {
+            let rt = match supervisor::build_runtime(2) {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("vipgate: cannot start the runtime: {e}");

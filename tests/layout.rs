@@ -1,9 +1,30 @@
-//! The rule of the house, checked: `upstream` is a leaf (it uses no other vipgate
-//! module), `upstream`, `config` and `health` never use `proxy`, `runtime` or `admin`, and
-//! `tls` takes no config type (the config names its `CertFiles`). The data flows config → runtime → upstream → proxy; health writes server state
-//! through upstream beside it; admin reads the runtime. A use the other way is a cycle.
+//! The rule of the house, checked: each module uses only the modules below it, so the
+//! data flows one way (config → load → runtime snapshot → listener → upstream pick → proxy
+//! forward; health writes server state through upstream beside it; admin reads the
+//! runtime; the supervisor sits on top). [`ALLOWED`] is that table; a use not in it is a
+//! cycle in the making and fails here. README "Layout" draws the same.
 
 use std::path::Path;
+
+/// Module → the vipgate modules it may use. Leaves first.
+const ALLOWED: &[(&str, &[&str])] = &[
+    ("upstream", &[]),
+    ("tls", &[]),
+    ("net", &[]),
+    ("mysql", &[]),
+    ("config", &["upstream", "tls", "net"]),
+    ("import", &["config"]),
+    ("health", &["config", "upstream", "net", "tls", "mysql"]),
+    ("clustercheck", &["health", "mysql", "net"]),
+    ("proxy", &["config", "upstream", "net", "tls"]),
+    ("runtime", &["config", "upstream", "net", "tls", "health", "proxy"]),
+    ("admin", &["config", "upstream", "net", "tls", "health", "proxy", "runtime", "import"]),
+    ("demo", &["config", "upstream", "net", "tls", "health", "proxy", "runtime"]),
+    (
+        "supervisor",
+        &["config", "upstream", "net", "tls", "health", "proxy", "runtime", "admin", "import", "clustercheck"],
+    ),
+];
 
 /// Every `crate::MODULE` path named in the Rust files under `dir`, with the file.
 fn uses(dir: &Path) -> Vec<(String, String)> {
@@ -15,12 +36,38 @@ fn uses(dir: &Path) -> Vec<(String, String)> {
             if path.is_dir() {
                 stack.push(path);
             } else if path.extension().is_some_and(|e| e == "rs") {
-                let text = std::fs::read_to_string(&path).expect("read source");
-                for (at, _) in text.match_indices("crate::") {
-                    let module: String =
-                        text[at + 7..].chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect();
-                    found.push((path.display().to_string(), module));
+                found.extend(uses_file(&path));
+            }
+        }
+    }
+    found
+}
+
+/// Every `crate::MODULE` path named in one Rust file (`crate::{a, b::C}` names two).
+fn uses_file(path: &Path) -> Vec<(String, String)> {
+    let text = std::fs::read_to_string(path).expect("read source");
+    let ident = |s: &str| -> String { s.chars().take_while(|c| c.is_ascii_alphanumeric() || *c == '_').collect() };
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices("crate::").filter(|(at, _)| !text[..*at].ends_with('$')) {
+        let rest = &text[at + 7..];
+        let Some(group) = rest.strip_prefix('{') else {
+            found.push((path.display().to_string(), ident(rest)));
+            continue;
+        };
+        // The top-level names of the group: each one after `{` or a `,` at depth 0.
+        let mut depth = 0;
+        let mut start = true;
+        for (i, c) in group.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' if depth == 0 => break,
+                '}' => depth -= 1,
+                ',' if depth == 0 => start = true,
+                c if start && !c.is_whitespace() => {
+                    found.push((path.display().to_string(), ident(&group[i..])));
+                    start = false;
                 }
+                _ => {}
             }
         }
     }
@@ -28,17 +75,39 @@ fn uses(dir: &Path) -> Vec<(String, String)> {
 }
 
 #[test]
-fn upstream_is_a_leaf_and_nothing_below_uses_what_is_above() {
+fn every_module_uses_only_the_modules_below_it() {
     let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
-    let upstream: Vec<_> = uses(&src.join("upstream")).into_iter().filter(|(_, m)| m != "upstream").collect();
-    assert!(upstream.is_empty(), "upstream must use no other vipgate module: {upstream:?}");
-    for below in ["upstream", "config", "health"] {
-        let bad: Vec<_> = uses(&src.join(below))
-            .into_iter()
-            .filter(|(_, m)| matches!(m.as_str(), "proxy" | "runtime" | "admin"))
-            .collect();
-        assert!(bad.is_empty(), "{below} must not use proxy, runtime or admin: {bad:?}");
+    let mut bad = Vec::new();
+    for entry in std::fs::read_dir(&src).expect("read src") {
+        let path = entry.expect("dir entry").path();
+        let Some(name) = path.file_stem().and_then(|s| s.to_str()).map(str::to_string) else { continue };
+        if name == "lib" || name == "main" {
+            continue;
+        }
+        let Some((_, allowed)) = ALLOWED.iter().find(|(m, _)| *m == name) else {
+            panic!("src/{name} is not in tests/layout.rs ALLOWED: say which modules it may use");
+        };
+        let found = if path.is_dir() { uses(&path) } else { uses_file(&path) };
+        for (file, module) in found {
+            if module != name && !allowed.contains(&module.as_str()) {
+                bad.push(format!("{file} uses crate::{module}"));
+            }
+        }
     }
-    let tls: Vec<_> = uses(&src.join("tls")).into_iter().filter(|(_, m)| m == "config").collect();
-    assert!(tls.is_empty(), "tls must not use config: {tls:?}");
+    assert!(bad.is_empty(), "uses against the rule of the house (tests/layout.rs ALLOWED):\n{}", bad.join("\n"));
+}
+
+/// The table is a strict order: no two modules may use each other, directly or not.
+#[test]
+fn the_table_has_no_cycle() {
+    fn reaches(from: &str, to: &str, depth: usize) -> bool {
+        depth < ALLOWED.len()
+            && ALLOWED
+                .iter()
+                .find(|(m, _)| *m == from)
+                .is_some_and(|(_, next)| next.iter().any(|n| *n == to || reaches(n, to, depth + 1)))
+    }
+    for (m, _) in ALLOWED {
+        assert!(!reaches(m, m, 0), "{m} reaches itself through ALLOWED");
+    }
 }

@@ -232,7 +232,7 @@ fn spawn_unix(mut stream: tokio::net::UnixStream, shared: &Arc<Shared>) {
         }
         let first_line = seen.split(|&b| b == b'\n').next().unwrap_or_default();
         let http = cli::is_http_request_line(first_line);
-        let io = crate::proxy::http::io::Prefixed::new(bytes::Bytes::from(seen), stream);
+        let io = crate::net::Prefixed::new(bytes::Bytes::from(seen), stream);
         if http {
             serve_http(io, Peer::Unix, shared, permit).await;
         } else {

@@ -81,23 +81,8 @@ pub enum Mode {
     Http,
 }
 
-/// TCP keepalive settings applied to both sides of every proxied connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Keepalive {
-    pub enabled: bool,
-    /// Idle time before the first probe.
-    pub idle: Duration,
-    pub interval: Duration,
-    pub count: u32,
-}
-
-impl Default for Keepalive {
-    fn default() -> Self {
-        // Kernel defaults (2 h idle) leave a dead peer after VIP failover hanging for hours;
-        // 60 s + 6 × 10 s notices it in about two minutes at a negligible packet cost.
-        Keepalive { enabled: true, idle: Duration::from_secs(60), interval: Duration::from_secs(10), count: 6 }
-    }
-}
+/// TCP keepalive settings: the type is the socket layer's, the config only fills it.
+pub use crate::net::Keepalive;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Service {

@@ -189,8 +189,5 @@ impl CheckJob {
 }
 
 fn jitter() -> f64 {
-    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-    static STATE: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
-    let x = crate::upstream::hash::mix64(STATE.fetch_add(0x9e37_79b9_7f4a_7c15, Relaxed));
-    0.95 + (x >> 11) as f64 / (1u64 << 53) as f64 * 0.10
+    0.95 + crate::upstream::rng::unit() * 0.10
 }

@@ -7,14 +7,19 @@ pub mod http;
 pub mod http_rules;
 pub mod proxy_protocol;
 mod pump;
+pub mod service;
 #[cfg(target_os = "linux")]
 pub mod splice;
+pub mod stats;
 pub mod tcp;
+mod tracker;
 
 pub use pump::End;
+pub use service::Service;
+pub use stats::ServiceStats;
+pub use tracker::Tracker;
 
 use crate::config::OnDown;
-use crate::runtime::Service;
 use crate::upstream::Server;
 
 /// Passive health: real traffic failed on `server`. At `observe_errors` failures in a row

@@ -14,7 +14,7 @@ use tracing::{info, warn};
 use super::proxy_protocol::{self, Addresses};
 use super::pump::{forward, End, Timeouts};
 use crate::net;
-use crate::runtime::Service;
+use crate::proxy::Service;
 use crate::upstream::{NoPick, Tried};
 
 /// Bound on waiting for a front balancer's PROXY header (it sends it with the connect).

@@ -12,11 +12,11 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tracing::{debug, error, info, warn};
 
-use super::drain::Tracker;
 use super::Snapshot;
 use crate::config::Keepalive;
 use crate::net;
 use crate::proxy;
+use crate::proxy::Tracker;
 
 pub struct AcceptLoop {
     pub listener: TcpListener,

@@ -8,8 +8,6 @@ mod resolve;
 pub mod sdnotify;
 pub mod signals;
 mod snapshot;
-pub mod stats;
-pub mod supervisor;
 pub mod upgrade;
 
 use std::fmt;
@@ -26,9 +24,10 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use control::{Control, ReloadError, ReloadSource};
-pub use drain::Tracker;
-pub use snapshot::{Missing, Service, Snapshot};
-pub use stats::ServiceStats;
+pub use snapshot::{Missing, Snapshot};
+// Where admin and the tests have always found them; they belong to the proxy, which must
+// not need the runtime to read a service.
+pub use crate::proxy::{stats, Service, ServiceStats, Tracker};
 
 use crate::config::Config;
 use crate::health;

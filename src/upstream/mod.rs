@@ -10,6 +10,7 @@ mod first;
 pub mod hash;
 mod leastconn;
 mod random;
+pub mod rng;
 mod roundrobin;
 mod server;
 mod source;

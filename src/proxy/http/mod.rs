@@ -30,10 +30,10 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{debug, info, warn};
 
 use crate::config::{self, Http};
+use crate::net::Prefixed;
 use crate::proxy::proxy_protocol::{self, Addresses};
-use crate::runtime::{Service, Tracker};
+use crate::proxy::{Service, Tracker};
 use crate::upstream::Server;
-use io::Prefixed;
 use server_conn::{ConnPool, Connector, ServerTlsConnector};
 
 pub use server_conn::ConnPool as ServerConnPool;

@@ -8,7 +8,9 @@ use std::time::Duration;
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
-use crate::config::Keepalive;
+mod prefixed;
+
+pub use prefixed::Prefixed;
 
 /// Open a listening socket. IP_FREEBIND lets vipgate bind a VIP that keepalived or
 /// pacemaker has not moved to this host yet; SO_REUSEADDR lets a restart bind while old
@@ -114,4 +116,22 @@ fn tune(sock: SockRef<'_>, keepalive: &Keepalive) {
 pub fn abort(stream: TcpStream) {
     let _ = SockRef::from(&stream).set_linger(Some(Duration::ZERO));
     drop(stream);
+}
+
+/// TCP keepalive settings applied to both sides of every proxied connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    pub enabled: bool,
+    /// Idle time before the first probe.
+    pub idle: Duration,
+    pub interval: Duration,
+    pub count: u32,
+}
+
+impl Default for Keepalive {
+    fn default() -> Self {
+        // Kernel defaults (2 h idle) leave a dead peer after VIP failover hanging for hours;
+        // 60 s + 6 × 10 s notices it in about two minutes at a negligible packet cost.
+        Keepalive { enabled: true, idle: Duration::from_secs(60), interval: Duration::from_secs(10), count: 6 }
+    }
 }

@@ -2,7 +2,9 @@
 //! handed-over listeners after an upgrade), tells systemd, serves the admin endpoint, and
 //! then waits: SIGHUP or the admin API reload, SIGUSR2 hands over to a new binary,
 //! SIGTERM/SIGINT drain and exit. `main.rs` only parses the command line and calls
-//! [`run`].
+//! [`run`]. It sits on top of everything: it uses the runtime and the admin endpoint,
+//! and neither uses it (the admin endpoint asks for a reload through
+//! [`crate::runtime::Control`]).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -11,9 +13,9 @@ use std::time::Duration;
 
 use tracing::{error, info, warn};
 
-use super::signals::{Sig, Signals};
-use super::{sdnotify, upgrade, Control, ReloadError, ReloadReport, ReloadSource, Running};
 use crate::config::{self, Config};
+use crate::runtime::signals::{Sig, Signals};
+use crate::runtime::{self, sdnotify, upgrade, Control, ReloadError, ReloadReport, ReloadSource, Running};
 
 /// How the wait ended.
 enum Ending {
@@ -92,7 +94,7 @@ pub fn run(path: PathBuf, cfg: Config) -> ExitCode {
             None => (Default::default(), None),
         };
         let mut running = tokio::select! {
-            r = super::start_with(&cfg, handed) => match r {
+            r = runtime::start_with(&cfg, handed) => match r {
                 Ok(r) => r,
                 Err(e) => {
                     error!("{e}");
