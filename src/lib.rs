@@ -2,7 +2,9 @@
 //!
 //! Data flow: [`config`] (TOML → validated model) → [`runtime`] (snapshot, listeners,
 //! signals, drain) → [`upstream`] (pick a live server) → [`proxy`] (forward bytes), while
-//! [`health`] probes servers and flips their state beside it.
+//! [`health`] probes servers and flips their state beside it; [`admin`] reads the runtime,
+//! and the [`supervisor`] runs it all. Which module may use which: README "Layout"
+//! (checked by tests/layout.rs).
 
 #![deny(unsafe_code)]
 
