@@ -1,10 +1,12 @@
 //! The validated model of `mode = "http"` settings and of the PROXY protocol keys (which
 //! apply in both modes).
 
-pub use crate::tls::CertFiles;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// PEM files of one listener certificate: the type is tls's, the config only names them.
+pub use crate::tls::CertFiles;
 
 /// An address range, `10.0.0.0/8`, `fd00::/8`, or one address (`192.0.2.7` = /32).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

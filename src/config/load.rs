@@ -2,8 +2,10 @@
 //! read, CA bundles and certificates to try. The validator asks for it through [`Io`], so
 //! the same checks run pure ([`NoIo`]: fuzzing, [`super::validate_pure`]) or for real
 //! ([`SystemIo`]: [`super::load`] and [`super::parse`], which the supervisor runs off the
-//! workers so a slow DNS answer stalls no connection). Only this file (and `tls`, which it
-//! calls) touches the network or the disk for the config.
+//! workers so a slow DNS answer stalls no connection). Validation touches the network or
+//! the disk only through this file (and `tls`, which it calls); reading the config file
+//! itself is [`super::load`]'s, and the secret-file mode warnings (`secrets.rs`) are asked
+//! for by the caller after validation.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::path::Path;
