@@ -3,8 +3,8 @@
 //! Data flow: [`config`] (TOML → validated model) → [`runtime`] (snapshot, listeners,
 //! signals, drain) → [`upstream`] (pick a live server) → [`proxy`] (forward bytes), while
 //! [`health`] probes servers and flips their state beside it; [`admin`] reads the runtime,
-//! and the [`supervisor`] runs it all. Which module may use which: README "Layout"
-//! (checked by tests/layout.rs).
+//! the [`supervisor`] runs it all and [`verbs`] are the command line over it. Which
+//! module may use which: README "Layout" (checked by tests/layout.rs).
 
 #![deny(unsafe_code)]
 
@@ -21,3 +21,4 @@ pub mod runtime;
 pub mod supervisor;
 pub mod tls;
 pub mod upstream;
+pub mod verbs;

@@ -24,6 +24,24 @@ const ALLOWED: &[(&str, &[&str])] = &[
         "supervisor",
         &["config", "upstream", "net", "tls", "health", "proxy", "runtime", "admin", "import", "clustercheck"],
     ),
+    (
+        "verbs",
+        &[
+            "config",
+            "upstream",
+            "net",
+            "tls",
+            "health",
+            "proxy",
+            "runtime",
+            "admin",
+            "import",
+            "clustercheck",
+            "mysql",
+            "demo",
+            "supervisor",
+        ],
+    ),
 ];
 
 /// Every `crate::MODULE` path named in the Rust files under `dir`, with the file.
