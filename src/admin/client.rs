@@ -16,6 +16,7 @@ use toml::de::{DeTable, DeValue};
 use super::api::{ErrorView, ReloadView, ServicesView};
 use super::page::bytes;
 use crate::config::{parse_bind, Admin};
+use crate::net::response_head::HeadError;
 
 /// Bound on connecting and on each read or write of a status request.
 const STATUS_TIMEOUT: Duration = Duration::from_secs(10);
@@ -191,35 +192,21 @@ fn exchange(
 
 /// Status line, headers, then a body by Content-Length, chunked, or up to the close.
 pub fn parse_response(raw: &[u8]) -> Result<Answer, String> {
-    let end = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or("no complete HTTP answer")?;
-    let head = std::str::from_utf8(&raw[..end]).map_err(|_| "answer head is not text")?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .split(' ')
-        .nth(1)
-        .and_then(|s| s.parse::<u16>().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let mut length = None;
-    let mut chunked = false;
-    for line in lines {
-        if let Some((k, v)) = line.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse::<usize>().ok();
-            } else if k.eq_ignore_ascii_case("transfer-encoding") && v.to_ascii_lowercase().contains("chunked") {
-                chunked = true;
-            }
-        }
-    }
-    let rest = &raw[end + 4..];
-    let body = if chunked {
+    let head = match crate::net::response_head::parse(raw) {
+        Ok(head) => head,
+        Err(HeadError::NoStatusLine) => return Err("no complete HTTP answer".into()),
+        Err(e) => return Err(e.to_string()),
+    };
+    let body_start = head.body_start.ok_or("no complete HTTP answer")?;
+    let rest = &raw[body_start..];
+    let body = if head.chunked {
         dechunk(rest)?
-    } else if let Some(n) = length {
+    } else if let Some(n) = head.content_length {
         rest.get(..n).ok_or("answer shorter than its Content-Length")?.to_vec()
     } else {
         rest.to_vec()
     };
-    Ok(Answer { status, body })
+    Ok(Answer { status: head.status, body })
 }
 
 fn dechunk(mut b: &[u8]) -> Result<Vec<u8>, String> {

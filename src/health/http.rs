@@ -11,6 +11,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use super::probe::{Probe, ProbeFuture, Target, Verdict};
 use crate::config::HttpCheck;
 use crate::net;
+use crate::net::response_head::truncate;
 
 /// Most of a response we read: statuses and short bodies are all a probe needs.
 const MAX_RESPONSE: usize = 64 * 1024;
@@ -157,40 +158,16 @@ pub struct Response<'a> {
 /// Parse what has arrived so far. `Err` while no full status line is there or when it is
 /// not HTTP. Headers without their blank line yet give `complete = false`.
 pub fn parse_response(buf: &[u8], head_only: bool) -> Result<Response<'_>, String> {
-    let line_end = find(buf, b"\n").ok_or_else(|| "no status line".to_string())?;
-    let line = std::str::from_utf8(&buf[..line_end]).map_err(|_| "status line is not text".to_string())?;
-    let line = line.trim_end_matches('\r');
-    let mut parts = line.splitn(3, ' ');
-    let version = parts.next().unwrap_or("");
-    if !version.starts_with("HTTP/1.") {
-        return Err(format!("not an HTTP response: \"{}\"", truncate(line, 60)));
-    }
-    let status: u16 = parts
-        .next()
-        .and_then(|s| s.parse().ok())
-        .filter(|s| (100..1000).contains(s))
-        .ok_or_else(|| format!("bad status line \"{}\"", truncate(line, 60)))?;
-    let reason = parts.next().unwrap_or("");
-    let (head_end, body_start) = match find(buf, b"\r\n\r\n") {
-        Some(i) => (i, i + 4),
-        None => match find(buf, b"\n\n") {
-            Some(i) => (i, i + 2),
-            None => return Ok(Response { status, reason, body: &[], complete: false }),
-        },
+    let head = net::response_head::parse(buf).map_err(|e| e.to_string())?;
+    let (status, reason) = (head.status, head.reason);
+    let Some(body_start) = head.body_start else {
+        return Ok(Response { status, reason, body: &[], complete: false });
     };
-    let head = &buf[..head_end];
-    let content_length = head
-        .split(|&b| b == b'\n')
-        .skip(1)
-        .filter_map(|l| std::str::from_utf8(l).ok())
-        .filter_map(|l| l.split_once(':'))
-        .find(|(n, _)| n.trim().eq_ignore_ascii_case("content-length"))
-        .and_then(|(_, v)| v.trim().parse::<usize>().ok());
     let body = &buf[body_start.min(buf.len())..];
     if head_only || status == 204 || status == 304 || (100..200).contains(&status) {
         return Ok(Response { status, reason, body: &[], complete: true });
     }
-    Ok(match content_length {
+    Ok(match head.content_length {
         Some(n) if body.len() >= n => Response { status, reason, body: &body[..n], complete: true },
         Some(_) => Response { status, reason, body, complete: false },
         None => Response { status, reason, body, complete: false },
@@ -209,13 +186,6 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
 fn summary(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(&body[..body.len().min(512)]);
     truncate(text.split_whitespace().collect::<Vec<_>>().join(" ").trim(), 200).to_string()
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    match s.char_indices().nth(max) {
-        Some((i, _)) => &s[..i],
-        None => s,
-    }
 }
 
 #[cfg(test)]

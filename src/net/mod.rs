@@ -9,6 +9,7 @@ use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
 mod prefixed;
+pub mod response_head;
 
 pub use prefixed::Prefixed;
 
