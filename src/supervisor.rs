@@ -15,7 +15,9 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
 use crate::runtime::signals::{Sig, Signals};
-use crate::runtime::{self, sdnotify, upgrade, Control, ReloadError, ReloadReport, ReloadSource, Running};
+use crate::runtime::{
+    self, sdnotify, upgrade, Control, Loaded, ReloadError, ReloadReport, ReloadSource, RunError, Running,
+};
 
 /// How the wait ended.
 enum Ending {
@@ -187,18 +189,20 @@ async fn reload(path: &Path, running: &mut Running, source: ReloadSource) -> Res
     // Reading the file and resolving its names is blocking I/O: off the workers, so a
     // slow DNS answer stalls no connection (with `workers = 1` they all share one thread).
     let file = path.to_path_buf();
-    let loaded = tokio::task::spawn_blocking(move || config::load(&file))
-        .await
-        .map_err(|e| ReloadError::Internal(format!("loading the config: {e}")))
-        .and_then(|r| r.map_err(ReloadError::Config));
+    // Certificates and CA files too: the snapshot is then built without a read.
+    let loaded = tokio::task::spawn_blocking(move || {
+        let cfg = config::load(&file).map_err(ReloadError::Config)?;
+        for w in config::loose_secret_files(&cfg) {
+            warn!("{w}");
+        }
+        Loaded::read(cfg).map_err(|(service, message)| ReloadError::Apply(RunError::Tls { service, message }))
+    })
+    .await
+    .map_err(|e| ReloadError::Internal(format!("loading the config: {e}")))
+    .and_then(|r| r);
     let outcome = match loaded {
         Err(e) => Err(e),
-        Ok(cfg) => {
-            for w in config::loose_secret_files(&cfg) {
-                warn!("{w}");
-            }
-            running.reload(cfg).await.map_err(ReloadError::Apply)
-        }
+        Ok(loaded) => running.reload(loaded).await.map_err(ReloadError::Apply),
     };
     match &outcome {
         Ok(r) => {

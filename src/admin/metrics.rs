@@ -733,7 +733,9 @@ address = "127.0.0.1:5001"
             .replace("name = \"db2\"\naddress = \"127.0.0.1:3307\"", "name = \"db3\"\naddress = \"127.0.0.1:3308\"");
         let cfg = crate::config::parse(&text, "t.toml").unwrap();
         let old = c.snapshot.load_full();
-        c.snapshot.store(Arc::new(Snapshot::rebuild(&cfg, Some(&old)).unwrap()));
+        c.snapshot.store(Arc::new(
+            Snapshot::rebuild(&crate::runtime::Loaded::read(cfg.clone()).unwrap(), Some(&old)).unwrap(),
+        ));
         let (_, samples) = scrape(&c);
         assert_eq!(value(&samples, "vipgate_server_connections_total", &[("server", "db1")]), 7.0);
         assert_eq!(value(&samples, "vipgate_server_connections_total", &[("server", "db3")]), 0.0);

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::config::{self, AcceptProxy, Keepalive, OnDown, ProxyVersion};
-use crate::proxy::http::HttpService;
+use crate::proxy::http::{HttpService, HttpTls};
 use crate::upstream::{Policy, Pool, Server, ServerSpec};
 
 /// A service as connections see it.
@@ -49,14 +49,15 @@ pub struct Service {
 impl Service {
     /// Fails on TLS settings that cannot be loaded (certificate files, CA file).
     pub fn new(cfg: &config::Service) -> Result<Self, String> {
-        Service::build(cfg, None).map(|(s, _)| s)
+        Service::build(cfg, None, HttpTls::load(cfg)?).map(|(s, _)| s)
     }
 
     /// Build from config; with `old` (the same service before a reload) a server that
     /// keeps its name and address keeps its health, operator state and counters, and a
     /// `first`/`failback` choice carries over. Changes to servers that are live now are
-    /// returned, not made: they apply when the new snapshot is committed.
-    pub fn build(cfg: &config::Service, old: Option<&Service>) -> Result<(Self, Vec<Pending>), String> {
+    /// returned, not made: they apply when the new snapshot is committed. `tls` is what
+    /// [`HttpTls::load`] read for `cfg` (no I/O happens here).
+    pub fn build(cfg: &config::Service, old: Option<&Service>, tls: HttpTls) -> Result<(Self, Vec<Pending>), String> {
         let mut pending = Vec::new();
         let servers: Vec<Arc<Server>> = cfg
             .servers
@@ -111,7 +112,7 @@ impl Service {
         let http = match cfg.mode {
             config::Mode::Http => {
                 let old_http = old.and_then(|o| o.http.as_deref());
-                Some(Arc::new(HttpService::new(cfg, &servers, old_http)?))
+                Some(Arc::new(HttpService::new(cfg, &servers, old_http, tls)?))
             }
             config::Mode::Tcp => None,
         };

@@ -24,7 +24,7 @@ use tokio::task::JoinHandle;
 use tracing::{info, warn};
 
 pub use control::{Control, ReloadError, ReloadSource};
-pub use snapshot::{Missing, Snapshot};
+pub use snapshot::{Loaded, Missing, Snapshot};
 // Where admin and the tests have always found them; they belong to the proxy, which must
 // not need the runtime to read a service.
 pub use crate::proxy::{stats, Service, ServiceStats, Tracker};
@@ -339,11 +339,13 @@ impl Running {
     /// the snapshot they started with; a bind that stays keeps its socket (no moment of
     /// refused connects); new binds open, removed ones stop accepting and drain; servers
     /// that keep their service, name and address keep health and counters. On any error
-    /// nothing has changed.
-    pub async fn reload(&mut self, config: Config) -> Result<ReloadReport, RunError> {
+    /// nothing has changed. `loaded` comes from [`Loaded::read`], the blocking part,
+    /// which the caller runs off the workers.
+    pub async fn reload(&mut self, loaded: Loaded) -> Result<ReloadReport, RunError> {
         let old = self.snapshot.load_full();
         let snapshot =
-            Snapshot::rebuild(&config, Some(&old)).map_err(|(service, message)| RunError::Tls { service, message })?;
+            Snapshot::rebuild(&loaded, Some(&old)).map_err(|(service, message)| RunError::Tls { service, message })?;
+        let config = loaded.config;
 
         // Open new binds first: if one fails, close what was opened and keep running as before.
         let mut opened = Vec::new();

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use crate::config::Config;
+use crate::proxy::http::HttpTls;
 use crate::proxy::service::{Pending, Service};
 use crate::upstream::Server;
 
@@ -19,21 +20,44 @@ pub struct Snapshot {
     pending: std::sync::Mutex<Vec<Pending>>,
 }
 
+/// A config with the files its services need read: the load step's result. Building it
+/// is blocking I/O (certificates, CA files), so a reload does it off the workers; the
+/// snapshot is then built from it without touching a file.
+pub struct Loaded {
+    pub config: Config,
+    /// Per service, in config order.
+    tls: Vec<HttpTls>,
+}
+
+impl Loaded {
+    /// Read every service's TLS files; fails naming the service whose files cannot be
+    /// loaded: (service, message).
+    pub fn read(config: Config) -> Result<Self, (String, String)> {
+        let tls = config
+            .services
+            .iter()
+            .map(|s| HttpTls::load(s).map_err(|e| (s.name.clone(), e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Loaded { config, tls })
+    }
+}
+
 impl Snapshot {
     /// Fails naming the service whose TLS settings cannot be loaded.
     pub fn new(config: &Config) -> Result<Self, (String, String)> {
-        Snapshot::rebuild(config, None)
+        Snapshot::rebuild(&Loaded::read(config.clone())?, None)
     }
 
-    /// A snapshot for `config`, carrying server state over from `old` (reload). Nothing
+    /// A snapshot for `loaded`, carrying server state over from `old` (reload). Nothing
     /// live changes until [`Snapshot::commit`].
-    pub fn rebuild(config: &Config, old: Option<&Snapshot>) -> Result<Self, (String, String)> {
+    pub fn rebuild(loaded: &Loaded, old: Option<&Snapshot>) -> Result<Self, (String, String)> {
+        let config = &loaded.config;
         let mut services = Vec::with_capacity(config.services.len());
         let mut pending = Vec::new();
         let mut binds = Vec::new();
-        for (i, s) in config.services.iter().enumerate() {
+        for (i, (s, tls)) in config.services.iter().zip(&loaded.tls).enumerate() {
             let before = old.and_then(|o| o.service(&s.name)).map(|a| a.as_ref());
-            let (svc, p) = Service::build(s, before).map_err(|e| (s.name.clone(), e))?;
+            let (svc, p) = Service::build(s, before, tls.clone()).map_err(|e| (s.name.clone(), e))?;
             services.push(Arc::new(svc));
             pending.extend(p);
             binds.extend(s.binds.iter().map(|&b| (b, i)));

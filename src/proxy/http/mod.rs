@@ -50,14 +50,20 @@ pub struct HttpService {
     cookies: Vec<(String, String)>,
 }
 
-impl HttpService {
-    /// With `old` (the service before a reload), a server that keeps its name keeps its
-    /// keep-alive pool and the idle connections in it, unless the pool's limits changed:
-    /// a reload costs the servers no new connections. (A pooled connection is used only
-    /// for the address it was opened to, so a moved server gets fresh ones.)
-    pub fn new(cfg: &config::Service, servers: &[Arc<Server>], old: Option<&HttpService>) -> Result<Self, String> {
-        let Some(h) = cfg.http.clone() else { return Err("not an http service".into()) };
-        let tls = match &h.tls {
+/// An http service's TLS as built from its files: the listener's certificates, the CA
+/// that checks its servers. Reading them is I/O, so a reload builds this in its load
+/// step, off the workers, and the snapshot only puts it in place.
+#[derive(Clone, Default)]
+pub struct HttpTls {
+    acceptor: Option<TlsAcceptor>,
+    connector: Option<ServerTlsConnector>,
+}
+
+impl HttpTls {
+    /// Read the files `cfg` names (nothing for a tcp service or one without TLS).
+    pub fn load(cfg: &config::Service) -> Result<Self, String> {
+        let Some(h) = &cfg.http else { return Ok(HttpTls::default()) };
+        let acceptor = match &h.tls {
             None => None,
             Some(t) => {
                 let alpn: &[&[u8]] = if t.http2 { &[b"h2", b"http/1.1"] } else { &[b"http/1.1"] };
@@ -66,10 +72,28 @@ impl HttpService {
                 Some(TlsAcceptor::from(server_config))
             }
         };
-        let server_tls = match &h.server_tls {
+        let connector = match &h.server_tls {
             None => None,
             Some(st) => Some(ServerTlsConnector::new(st, h.server_http2)?),
         };
+        Ok(HttpTls { acceptor, connector })
+    }
+}
+
+impl HttpService {
+    /// With `old` (the service before a reload), a server that keeps its name keeps its
+    /// keep-alive pool and the idle connections in it, unless the pool's limits changed:
+    /// a reload costs the servers no new connections. (A pooled connection is used only
+    /// for the address it was opened to, so a moved server gets fresh ones.)
+    /// `tls` is what [`HttpTls::load`] read for `cfg`.
+    pub fn new(
+        cfg: &config::Service,
+        servers: &[Arc<Server>],
+        old: Option<&HttpService>,
+        tls: HttpTls,
+    ) -> Result<Self, String> {
+        let Some(h) = cfg.http.clone() else { return Err("not an http service".into()) };
+        let HttpTls { acceptor: tls, connector: server_tls } = tls;
         // Connections opened another way (TLS, HTTP/2, PROXY header) are not reused.
         let same_connections = old.is_some_and(|o| {
             o.cfg.server_tls == h.server_tls

@@ -45,6 +45,7 @@ pub struct Connector {
     pub send_proxy: Option<ProxyVersion>,
 }
 
+#[derive(Clone)]
 pub struct ServerTlsConnector {
     connector: TlsConnector,
     /// `None`: the server's IP address is the name.
