@@ -15,9 +15,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{self, Config};
 use crate::runtime::signals::{Sig, Signals};
-use crate::runtime::{
-    self, sdnotify, upgrade, Control, Loaded, ReloadError, ReloadReport, ReloadSource, RunError, Running,
-};
+use crate::runtime::{self, sdnotify, upgrade, Control, Loaded, ReloadError, ReloadReport, ReloadSource, Running};
 
 /// How the wait ended.
 enum Ending {
@@ -195,7 +193,7 @@ async fn reload(path: &Path, running: &mut Running, source: ReloadSource) -> Res
         for w in config::loose_secret_files(&cfg) {
             warn!("{w}");
         }
-        Loaded::read(cfg).map_err(|(service, message)| ReloadError::Apply(RunError::Tls { service, message }))
+        Loaded::read(cfg).map_err(ReloadError::Apply)
     })
     .await
     .map_err(|e| ReloadError::Internal(format!("loading the config: {e}")))

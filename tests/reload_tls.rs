@@ -1,13 +1,13 @@
-//! A reload whose new service reads a certificate slowly must not stall traffic, even with
-//! `workers = 1` (everything on one current-thread runtime): the certificate is read in the
-//! load step, off that thread, and the snapshot is built without touching a file.
+//! A reload whose new service reads a certificate or a CA file slowly must not stall
+//! traffic, even with `workers = 1` (everything on one current-thread runtime): listener
+//! certificates, server CAs and https probes' CA files are read in the load step, off that
+//! thread, and the snapshot and its checks are built without touching a file.
 //!
-//! The certificate is a named pipe: each reader waits until the test's writer thread,
-//! after READ_DELAY, writes the PEM and closes. The reload reads it twice (validation
-//! checks it, the load step loads it), so it takes about twice the delay; meanwhile a
-//! client does back-to-back round trips through a tcp service of the same process. Before
-//! the load step existed, the second read ran on the runtime thread and every round trip
-//! waited for it.
+//! The file is a named pipe: each reader waits until the test's writer thread, after
+//! READ_DELAY, writes the PEM and closes. The reload reads it twice (validation checks it,
+//! the load step loads it), so it takes about twice the delay; meanwhile a client does
+//! back-to-back round trips through a tcp service of the same process. Before the load
+//! step existed, the second read ran on the runtime thread and every round trip waited.
 
 mod common;
 
@@ -15,6 +15,7 @@ use std::fs;
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
 use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle};
@@ -74,7 +75,7 @@ impl SlowPipe {
         SlowPipe { stop, served, thread: Some(thread), _path: Removed(path) }
     }
 
-    fn path(&self) -> &std::path::Path {
+    fn path(&self) -> &Path {
         &self._path.0
     }
 }
@@ -107,29 +108,47 @@ fn round_trip(bind: SocketAddr, i: usize) -> Result<(), String> {
     Ok(())
 }
 
-fn config(
-    bind: SocketAddr,
-    backend: SocketAddr,
-    tls: Option<(SocketAddr, &std::path::Path, &std::path::Path)>,
-) -> String {
-    let mut c = format!(
+fn config(bind: SocketAddr, backend: SocketAddr, extra: &str) -> String {
+    format!(
         "[global]\nworkers = 1\n\n[services.echo]\nbind = \"{bind}\"\n\n\
-         [[services.echo.servers]]\nname = \"direct\"\naddress = \"{backend}\"\n"
-    );
-    if let Some((bind, cert, key)) = tls {
-        c.push_str(&format!(
-            "\n[services.web]\nbind = \"{bind}\"\nmode = \"http\"\n\
-             certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n\n\
-             [[services.web.servers]]\nname = \"web\"\naddress = \"{backend}\"\n",
-            cert.display(),
-            key.display()
-        ));
-    }
-    c
+         [[services.echo.servers]]\nname = \"direct\"\naddress = \"{backend}\"\n{extra}"
+    )
+}
+
+/// A new http service terminating TLS with the slow certificate.
+fn listener_certificate(web: SocketAddr, backend: SocketAddr, cert: &Path, key: &Path) -> String {
+    format!(
+        "\n[services.web]\nbind = \"{web}\"\nmode = \"http\"\n\
+         certificates = [{{ cert = \"{}\", key = \"{}\" }}]\n\n\
+         [[services.web.servers]]\nname = \"web\"\naddress = \"{backend}\"\n",
+        cert.display(),
+        key.display()
+    )
+}
+
+/// A new tcp service whose https probe checks servers against the slow CA file.
+fn probe_ca_file(web: SocketAddr, backend: SocketAddr, ca: &Path, _key: &Path) -> String {
+    format!(
+        "\n[services.probed]\nbind = \"{web}\"\n\n[services.probed.check]\nkind = \"https\"\n\
+         ca_file = \"{}\"\ninterval = \"10s\"\n\n\
+         [[services.probed.servers]]\nname = \"probed\"\naddress = \"{backend}\"\n",
+        ca.display()
+    )
 }
 
 #[test]
 fn a_reload_reading_a_slow_certificate_does_not_stall_traffic_with_one_worker() {
+    reload_with_a_slow_file(listener_certificate);
+}
+
+#[test]
+fn a_reload_reading_a_slow_probe_ca_file_does_not_stall_traffic_with_one_worker() {
+    reload_with_a_slow_file(probe_ca_file);
+}
+
+/// Reload to a config that adds `service(new bind, backend, the pipe, a key file)` while a
+/// client does round trips through the service that stays.
+fn reload_with_a_slow_file(service: fn(SocketAddr, SocketAddr, &Path, &Path) -> String) {
     let ck = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).unwrap();
     let key = temp_path("slow-cert-key", "pem");
     fs::write(&key, ck.signing_key.serialize_pem()).unwrap();
@@ -138,7 +157,7 @@ fn a_reload_reading_a_slow_certificate_does_not_stall_traffic_with_one_worker() 
 
     let backend = Backend::echo_any("direct");
     let (bind, web) = (free_addr(), free_addr());
-    let v = Vipgate::start(&config(bind, backend.addr, None), bind);
+    let v = Vipgate::start(&config(bind, backend.addr, ""), bind);
     round_trip(bind, 0).unwrap_or_else(|e| panic!("no round trip before the reload: {e}\n{}", v.log()));
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -158,7 +177,7 @@ fn a_reload_reading_a_slow_certificate_does_not_stall_traffic_with_one_worker() 
     thread::sleep(Duration::from_millis(500));
 
     let tmp = v.config.with_extension("toml.new");
-    fs::write(&tmp, config(bind, backend.addr, Some((web, pipe.path(), &key.0)))).unwrap();
+    fs::write(&tmp, config(bind, backend.addr, &service(web, backend.addr, pipe.path(), &key.0))).unwrap();
     fs::rename(&tmp, &v.config).unwrap();
     let signalled = Instant::now();
     v.signal(libc::SIGHUP);
@@ -185,6 +204,6 @@ fn a_reload_reading_a_slow_certificate_does_not_stall_traffic_with_one_worker() 
     );
     assert!(took >= MIN_RELOAD, "the reload took only {took:?}: the certificate was not read twice\n{}", v.log());
     assert!(failed.is_empty(), "{} round trips failed, first: {}\n{}", failed.len(), failed[0], v.log());
-    assert!(gap < MAX_GAP, "traffic stalled for {gap:?} while the reload read the certificate\n{}", v.log());
-    assert!(TcpStream::connect_timeout(&web, Duration::from_secs(5)).is_ok(), "the new TLS service does not listen");
+    assert!(gap < MAX_GAP, "traffic stalled for {gap:?} while the reload read the slow file\n{}", v.log());
+    assert!(TcpStream::connect_timeout(&web, Duration::from_secs(5)).is_ok(), "the new service does not listen");
 }

@@ -24,7 +24,8 @@ use crate::config::{Check, CheckKind, OnDown};
 use crate::upstream::{Health, ProbeResult, Server};
 use state::{HealthState, Transition};
 
-/// The probe for a check kind; fails only on TLS settings (unreadable CA file).
+/// The probe for a check kind; fails only on TLS settings (unreadable CA file). It reads
+/// the CA file: the runtime builds probes in its load step, off the workers.
 pub fn build_probe(kind: &CheckKind, timeout: Duration) -> Result<Arc<dyn Probe>, String> {
     Ok(match kind {
         CheckKind::Tcp => Arc::new(tcp::TcpProbe::new(timeout)),
@@ -60,14 +61,15 @@ pub struct Checks {
 /// Start checking every server of one service, until `stop` turns true. A probe in
 /// flight is never cancelled: a MySQL handshake cut short is an aborted connect the
 /// server counts against the balancer's address (reloads and shutdown stop checks).
+/// `probe` comes from [`build_probe`] for `check.kind`.
 pub fn spawn_checks(
     service: &str,
     check: &Check,
+    probe: &Arc<dyn Probe>,
     on_down: OnDown,
     servers: &[Arc<Server>],
     stop: &watch::Receiver<bool>,
-) -> Result<Checks, String> {
-    let probe = build_probe(&check.kind, check.timeout)?;
+) -> Checks {
     let n = servers.len().max(1) as u32;
     let mut tasks = Vec::with_capacity(servers.len());
     let mut first = Vec::with_capacity(servers.len());
@@ -77,7 +79,7 @@ pub fn spawn_checks(
             service: service.to_string(),
             check: check.clone(),
             on_down,
-            probe: Arc::clone(&probe),
+            probe: Arc::clone(probe),
             server: Arc::clone(server),
             stop: stop.clone(),
             // Spread the servers' phases over the interval so probes never go out in one burst.
@@ -86,7 +88,7 @@ pub fn spawn_checks(
         tasks.push(tokio::spawn(job.run(tx)));
         first.push(rx);
     }
-    Ok(Checks { tasks, first_round: first })
+    Checks { tasks, first_round: first }
 }
 
 struct CheckJob {

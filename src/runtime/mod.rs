@@ -117,8 +117,9 @@ pub async fn start_with(
     config: &Config,
     mut inherited: std::collections::HashMap<SocketAddr, std::net::TcpListener>,
 ) -> Result<Running, RunError> {
-    let snapshot = Snapshot::new(config).map_err(|(service, message)| RunError::Tls { service, message })?;
-    let snapshot = Arc::new(ArcSwap::from_pointee(snapshot));
+    // At start nothing is served yet: reading the files here stalls no one.
+    let loaded = Loaded::read(config.clone())?;
+    let snapshot = Arc::new(ArcSwap::from_pointee(Snapshot::rebuild(&loaded, None)?));
     let use_splice = config.global.splice && cfg!(target_os = "linux");
 
     let mut bound = Vec::new();
@@ -144,7 +145,7 @@ pub async fn start_with(
     }
 
     let current = snapshot.load_full();
-    let (checks, first) = spawn_all_checks(config, &current)?;
+    let (checks, first) = spawn_all_checks(&loaded, &current);
     first.await;
 
     let (close_all_tx, close_all_rx) = watch::channel(false);
@@ -210,27 +211,15 @@ impl CheckSet {
 
 /// Start the checks of every service; the future resolves once every server's first
 /// probe has finished (bounded by each check's timeout).
-fn spawn_all_checks(
-    config: &Config,
-    snapshot: &Snapshot,
-) -> Result<(CheckSet, impl std::future::Future<Output = ()>), RunError> {
+fn spawn_all_checks(loaded: &Loaded, snapshot: &Snapshot) -> (CheckSet, impl std::future::Future<Output = ()>) {
     let (stop, stop_rx) = watch::channel(false);
     let mut set = CheckSet { tasks: Vec::new(), stop, longest: Duration::ZERO };
     let mut first_rounds = Vec::new();
-    for (svc_cfg, svc) in config.services.iter().zip(snapshot.services.iter()) {
-        for (check, indexes) in svc_cfg.checks() {
+    for (at, (svc_cfg, svc)) in loaded.config.services.iter().zip(snapshot.services.iter()).enumerate() {
+        for ((check, indexes), probe) in svc_cfg.checks().into_iter().zip(loaded.probes(at)) {
             let servers: Vec<Arc<Server>> =
                 indexes.iter().filter_map(|&i| svc.pool.servers().get(i).cloned()).collect();
-            let checks = match health::spawn_checks(&svc.name, check, svc.on_down, &servers, &stop_rx) {
-                Ok(c) => c,
-                Err(message) => {
-                    // Nothing has probed yet: these may simply end.
-                    for t in set.tasks {
-                        t.abort();
-                    }
-                    return Err(RunError::Check { service: svc.name.clone(), message });
-                }
-            };
+            let checks = health::spawn_checks(&svc.name, check, probe, svc.on_down, &servers, &stop_rx);
             set.tasks.extend(checks.tasks);
             set.longest = set.longest.max(check.timeout);
             // Bounded: a probe never outlives its timeout, plus slack for a busy machine.
@@ -242,7 +231,7 @@ fn spawn_all_checks(
             let _ = tokio::time::timeout(bound, futures_join(first)).await;
         }
     };
-    Ok((set, all))
+    (set, all)
 }
 
 /// (service, server, address) of every server: what a reload compares to count changes.
@@ -343,13 +332,11 @@ impl Running {
     /// which the caller runs off the workers.
     pub async fn reload(&mut self, loaded: Loaded) -> Result<ReloadReport, RunError> {
         let old = self.snapshot.load_full();
-        let snapshot =
-            Snapshot::rebuild(&loaded, Some(&old)).map_err(|(service, message)| RunError::Tls { service, message })?;
-        let config = loaded.config;
+        let snapshot = Snapshot::rebuild(&loaded, Some(&old))?;
 
         // Open new binds first: if one fails, close what was opened and keep running as before.
         let mut opened = Vec::new();
-        for svc in &config.services {
+        for svc in &loaded.config.services {
             for &bind in &svc.binds {
                 if !self.listeners.iter().any(|l| l.bind == bind) {
                     opened.push((svc.name.clone(), bind, open_listener(svc, bind)?, svc.keepalive));
@@ -357,7 +344,8 @@ impl Running {
             }
         }
         let snapshot = Arc::new(snapshot);
-        let (checks, first) = spawn_all_checks(&config, &snapshot)?;
+        let (checks, first) = spawn_all_checks(&loaded, &snapshot);
+        let config = loaded.config;
 
         // Commit.
         let mut report = ReloadReport { services: config.services.len(), ..ReloadReport::default() };
