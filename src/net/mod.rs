@@ -8,6 +8,7 @@ use std::time::Duration;
 use socket2::{Domain, SockRef, Socket, TcpKeepalive, Type};
 use tokio::net::{TcpSocket, TcpStream};
 
+pub mod host_port;
 mod prefixed;
 pub mod response_head;
 

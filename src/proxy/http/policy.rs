@@ -103,28 +103,10 @@ fn host_str(v: &HeaderValue) -> Option<&str> {
 /// `host[:port]` as RFC 3986 writes it: a reg-name (unreserved, sub-delims, `%XX`), an
 /// IPv4 address, or a bracketed IPv6 address; a port of 1 to 5 digits up to 65535.
 pub fn valid_host_port(s: &str) -> bool {
-    let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-        let Some((v6, after)) = rest.split_once(']') else { return false };
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return false;
-        }
-        match after {
-            "" => ("v6", None),
-            p => match p.strip_prefix(':') {
-                Some(p) => ("v6", Some(p)),
-                None => return false,
-            },
-        }
-    } else {
-        match s.split_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (s, None),
-        }
-    };
-    let port_ok = port.is_none_or(|p| {
-        !p.is_empty() && p.len() <= 5 && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
-    });
-    port_ok && valid_reg_name(host)
+    let Some(hp) = crate::net::host_port::split(s) else { return false };
+    let port_ok = hp.port.is_none_or(|p| p.len() <= 5 && hp.numeric_port().is_some());
+    let host_ok = if hp.bracketed { hp.host.parse::<std::net::Ipv6Addr>().is_ok() } else { valid_reg_name(hp.host) };
+    port_ok && host_ok
 }
 
 fn valid_reg_name(host: &str) -> bool {

@@ -496,10 +496,10 @@ fn redirect_https(req: &Request<Incoming>, host: Option<&str>, port: Option<u16>
         return log.answer(StatusCode::BAD_REQUEST, "no Host header to redirect to");
     };
     // Drop the plain port; add the https one unless it is the default.
-    let bare = match host.rsplit_once(':') {
-        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.ends_with(':') => h,
-        _ => host,
+    let Some(split) = crate::net::host_port::split(host) else {
+        return log.answer(StatusCode::BAD_REQUEST, "cannot build a redirect from this Host");
     };
+    let bare = split.host_for_url();
     let authority = match port {
         Some(p) if p != 443 => format!("{bare}:{p}"),
         _ => bare.to_string(),
