@@ -6,6 +6,7 @@
 mod check;
 mod duration;
 pub mod http;
+pub mod keys;
 pub mod load;
 pub mod model;
 mod secrets;

@@ -15,8 +15,9 @@ use toml::Spanned;
 
 use super::check::CheckFields;
 use super::duration::parse_duration;
+use super::keys::{self, Section};
 use super::model::*;
-use super::validate_http::{HttpFields, HTTP_KEYS, PROXY_KEYS};
+use super::validate_http::HttpFields;
 
 pub(super) type Key<'i> = Spanned<Cow<'i, str>>;
 pub(super) type Val<'i> = Spanned<DeValue<'i>>;
@@ -109,30 +110,6 @@ struct ServiceFields {
     http: HttpFields,
 }
 
-const SERVICE_KEYS: &[&str] = &[
-    "bind",
-    "mode",
-    "balance",
-    "connect_timeout",
-    "client_timeout",
-    "server_timeout",
-    "retries",
-    "maxconn",
-    "queue_timeout",
-    "keepalive",
-    "keepalive_idle",
-    "keepalive_interval",
-    "keepalive_count",
-    "source",
-    "check",
-    "pools",
-    "observe_errors",
-    "on_down",
-    "failback",
-    "all_backups",
-    "servers",
-];
-
 impl Validator<'_> {
     pub(super) fn err(&mut self, span: Range<usize>, message: impl Into<String>) {
         self.problems.push(Problem { offset: span.start, message: message.into() });
@@ -185,7 +162,7 @@ impl Validator<'_> {
                         }
                     }
                 }
-                _ => self.unknown(key, "the top level", &["global", "admin", "defaults", "services"]),
+                _ => self.unknown(key, "the top level", Section::Top.listed()),
             }
         }
         if !saw_services {
@@ -220,14 +197,13 @@ impl Validator<'_> {
                         g.resolve_interval = (!d.is_zero()).then_some(d);
                     }
                 }
-                _ => self.unknown(key, "[global]", &["workers", "grace", "splice", "resolve_interval"]),
+                _ => self.unknown(key, "[global]", Section::Global.listed()),
             }
         }
         g
     }
 
     fn admin(&mut self, t: &DeTable<'_>, table: Range<usize>) -> Option<(Admin, AdminSpans)> {
-        const KEYS: &[&str] = &["bind", "token_file", "socket", "socket_mode"];
         let mut spans = AdminSpans { table, bind_key: None, bind_value: None, token_file_given: false };
         let mut admin = Admin {
             bind: Admin::DEFAULT_BIND,
@@ -298,7 +274,7 @@ impl Validator<'_> {
                         _ => self.err(value.span(), "\"socket_mode\" must be an octal file mode such as \"0660\""),
                     }
                 }
-                _ => self.unknown(key, "[admin]", KEYS),
+                _ => self.unknown(key, "[admin]", Section::Admin.listed()),
             }
         }
         Some((admin, spans))
@@ -427,9 +403,7 @@ impl Validator<'_> {
                 "servers" => f.servers = Some(self.servers(key, value)),
                 _ => {
                     if !self.http_field(&mut f.http, key, value) {
-                        let known: Vec<&str> =
-                            SERVICE_KEYS.iter().chain(HTTP_KEYS).chain(PROXY_KEYS).copied().collect();
-                        self.unknown(key, section, &known);
+                        self.unknown(key, section, &keys::service_keys());
                     }
                 }
             }
@@ -614,7 +588,7 @@ impl Validator<'_> {
                             fields = Some(self.check_fields(ct, &format!("{section}.pools.{name}.check")));
                         }
                     }
-                    _ => self.unknown(k, &format!("{section}.pools.{name}"), &["check"]),
+                    _ => self.unknown(k, &format!("{section}.pools.{name}"), Section::Pool.listed()),
                 }
             }
             if let Some(f) = fields {
@@ -644,19 +618,6 @@ impl Validator<'_> {
     }
 
     fn server(&mut self, t: &DeTable<'_>, span: Range<usize>) -> Option<Server> {
-        const KEYS: &[&str] = &[
-            "name",
-            "address",
-            "weight",
-            "backup",
-            "tier",
-            "source",
-            "check_port",
-            "check_address",
-            "cookie",
-            "pool",
-            "disabled",
-        ];
         let (mut name, mut address, mut weight, mut source) = (None, None, 1, None);
         let mut disabled = false;
         let mut maxconn = 0;
@@ -699,7 +660,7 @@ impl Validator<'_> {
                 "pool" => pool = self.string(key, value).map(str::to_string),
                 "disabled" => disabled = self.boolean(key, value).unwrap_or(false),
                 "maxconn" => maxconn = self.integer(key, value, 0, 10_000_000).map_or(0, |n| n as u32),
-                _ => self.unknown(key, "a server", KEYS),
+                _ => self.unknown(key, "a server", Section::Server.listed()),
             }
         }
         let tier = match (backup, tier) {

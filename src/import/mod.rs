@@ -50,4 +50,6 @@ pub fn import(text: &str) -> Imported {
 }
 
 #[cfg(test)]
+mod known_keys;
+#[cfg(test)]
 mod tests;
