@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use super::http::*;
-use super::keys::Section;
-use super::validate::{Key, Val, Validator};
+use super::{Key, Val, Validator};
+use crate::config::http::*;
+use crate::config::keys::Section;
 
 #[derive(Default, Clone)]
 pub(super) struct HttpFields {

@@ -5,9 +5,9 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::keys::{self, Section};
-use super::model::*;
-use super::validate::{Key, Val, Validator};
+use super::{Key, Val, Validator};
+use crate::config::keys::{self, Section};
+use crate::config::model::*;
 use toml::de::{DeTable, DeValue};
 
 /// Check keys as written, before merging with `[defaults.check]`.
