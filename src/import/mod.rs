@@ -4,6 +4,7 @@
 //! plain connect check here too). Every directive that is not translated is reported with
 //! its line number and why; none is dropped silently.
 
+mod emit;
 mod parse;
 mod routes;
 mod translate;
