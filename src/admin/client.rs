@@ -15,6 +15,7 @@ use toml::de::{DeTable, DeValue};
 
 use super::api::{ErrorView, ReloadView, ServicesView};
 use super::page::bytes;
+use crate::config::keys;
 use crate::config::{parse_bind, Admin};
 use crate::net::response_head::HeadError;
 
@@ -54,7 +55,7 @@ pub fn target(config: &Path, admin: Option<&str>) -> Result<Target, String> {
     let file = config.display();
     let text = std::fs::read_to_string(config).map_err(|e| format!("{file}: cannot read: {e}"))?;
     let (root, _syntax_errors) = DeTable::parse_recoverable(&text);
-    let section = root.get_ref().get("admin").map(|v| v.get_ref());
+    let section = root.get_ref().get(keys::ADMIN_SECTION).map(|v| v.get_ref());
     let get = |key: &str| -> Result<Option<String>, String> {
         match section {
             Some(DeValue::Table(t)) => match t.get(key).map(|v| v.get_ref()) {
@@ -70,7 +71,7 @@ pub fn target(config: &Path, admin: Option<&str>) -> Result<Target, String> {
             "{file} has no [admin] section, so the running vipgate serves no admin API (or give --admin ADDR)"
         ));
     }
-    let token = match get("token_file")? {
+    let token = match get(keys::ADMIN_TOKEN_FILE)? {
         Some(path) => match std::fs::read_to_string(&path) {
             Ok(t) => Some(t.trim().to_string()),
             Err(e) => return Err(format!("cannot read token_file \"{path}\" (from {file}): {e}")),
@@ -82,10 +83,10 @@ pub fn target(config: &Path, admin: Option<&str>) -> Result<Target, String> {
         Some(a) => vec![Endpoint::Tcp(parse_bind(a).map_err(|e| format!("--admin \"{a}\": {e}"))?)],
         None => {
             let mut list = Vec::new();
-            if let Some(socket) = get("socket")? {
+            if let Some(socket) = get(keys::ADMIN_SOCKET)? {
                 list.push(Endpoint::Unix(socket.into()));
             }
-            let bind = match get("bind")? {
+            let bind = match get(keys::ADMIN_BIND)? {
                 Some(b) => parse_bind(&b).map_err(|e| format!("{file}: [admin] bind \"{b}\": {e}"))?,
                 None => Admin::DEFAULT_BIND,
             };

@@ -3,14 +3,13 @@
 //! alone cannot tell (a server name's address, a secret file, a certificate) it asks of
 //! [`load::Io`], the system for [`load`] and [`parse`], nothing for [`validate_pure`].
 
-mod check;
 mod duration;
 pub mod http;
+pub mod keys;
 pub mod load;
 pub mod model;
 mod secrets;
 mod validate;
-mod validate_http;
 
 use std::fmt;
 use std::path::Path;

@@ -4,6 +4,7 @@
 //! plain connect check here too). Every directive that is not translated is reported with
 //! its line number and why; none is dropped silently.
 
+mod emit;
 mod parse;
 mod routes;
 mod translate;
@@ -49,5 +50,7 @@ pub fn import(text: &str) -> Imported {
     translate::translate(&sections)
 }
 
+#[cfg(test)]
+mod known_keys;
 #[cfg(test)]
 mod tests;

@@ -1,4 +1,6 @@
-//! From parsed haproxy.cfg sections to vipgate TOML.
+//! From parsed haproxy.cfg sections to the directive model: proxies, their settings and
+//! server lines, and a remark for every directive not carried over. `emit.rs` writes the
+//! model as TOML.
 //!
 //! A `listen` becomes a service; a `backend` becomes a service whose binds come from the
 //! frontends whose `default_backend` names it (client-side settings from the frontend,
@@ -6,91 +8,90 @@
 //! redirects becomes a service without servers. Each `defaults` section replaces the one
 //! before, as in HAProxy, and applies to the proxies after it.
 
-use std::fmt::Write as _;
-
+use super::emit::emit;
 use super::parse::{Line, Section, SectionKind};
 use super::routes::{Acls, Remark, UseBackend};
 use super::{Imported, Report};
 
 /// `http-check send meth M uri U hdr N V...`: method, URI, headers.
-type CheckSend = (Option<String>, Option<String>, Vec<(String, String)>);
+pub(super) type CheckSend = (Option<String>, Option<String>, Vec<(String, String)>);
 
 /// What a `defaults` section carries, and each proxy starts from.
 #[derive(Debug, Clone, Default)]
-struct Settings {
-    mode: Option<String>,
-    balance: Option<String>,
-    retries: Option<u32>,
-    connect: Option<String>,
-    client: Option<String>,
-    server: Option<String>,
-    tunnel: Option<String>,
-    http_request: Option<String>,
-    check_timeout: Option<String>,
+pub(super) struct Settings {
+    pub(super) mode: Option<String>,
+    pub(super) balance: Option<String>,
+    pub(super) retries: Option<u32>,
+    pub(super) connect: Option<String>,
+    pub(super) client: Option<String>,
+    pub(super) server: Option<String>,
+    pub(super) tunnel: Option<String>,
+    pub(super) http_request: Option<String>,
+    pub(super) check_timeout: Option<String>,
     /// `option httpchk [METHOD] [URI]`: (method, uri).
-    httpchk: Option<(String, String)>,
+    pub(super) httpchk: Option<(String, String)>,
     /// `http-check send` / `expect` lines, kept to honour or report them.
-    check_send: Option<CheckSend>,
-    check_expect: Option<Vec<u16>>,
-    http_check_lines: Vec<usize>,
+    pub(super) check_send: Option<CheckSend>,
+    pub(super) check_expect: Option<Vec<u16>>,
+    pub(super) http_check_lines: Vec<usize>,
     /// `option mysql-check [user U]`.
-    mysql_check: Option<Option<String>>,
-    tcp_check: bool,
-    forwardfor: Option<bool>,
-    all_backups: bool,
+    pub(super) mysql_check: Option<Option<String>>,
+    pub(super) tcp_check: bool,
+    pub(super) forwardfor: Option<bool>,
+    pub(super) all_backups: bool,
     /// `maxconn` in defaults / frontend / listen: the service's.
-    maxconn: Option<u32>,
-    queue: Option<String>,
+    pub(super) maxconn: Option<u32>,
+    pub(super) queue: Option<String>,
 }
 
 #[derive(Debug, Clone, Default)]
-struct ServerLine {
-    line: usize,
-    name: String,
-    address: String,
-    check: bool,
-    port: Option<u16>,
-    addr: Option<String>,
-    inter: Option<String>,
-    fastinter: Option<String>,
-    downinter: Option<String>,
-    rise: Option<u32>,
-    fall: Option<u32>,
-    weight: Option<u32>,
-    backup: bool,
-    shutdown_sessions: bool,
-    send_proxy: Option<&'static str>,
-    cookie: Option<String>,
-    ssl: bool,
-    verify_none: bool,
-    ca_file: Option<String>,
-    disabled: bool,
-    maxconn: Option<u32>,
+pub(super) struct ServerLine {
+    pub(super) line: usize,
+    pub(super) name: String,
+    pub(super) address: String,
+    pub(super) check: bool,
+    pub(super) port: Option<u16>,
+    pub(super) addr: Option<String>,
+    pub(super) inter: Option<String>,
+    pub(super) fastinter: Option<String>,
+    pub(super) downinter: Option<String>,
+    pub(super) rise: Option<u32>,
+    pub(super) fall: Option<u32>,
+    pub(super) weight: Option<u32>,
+    pub(super) backup: bool,
+    pub(super) shutdown_sessions: bool,
+    pub(super) send_proxy: Option<&'static str>,
+    pub(super) cookie: Option<String>,
+    pub(super) ssl: bool,
+    pub(super) verify_none: bool,
+    pub(super) ca_file: Option<String>,
+    pub(super) disabled: bool,
+    pub(super) maxconn: Option<u32>,
 }
 
 #[derive(Debug, Clone, Default)]
-struct Proxy {
-    name: String,
-    line: usize,
-    is_frontend: bool,
-    settings: Settings,
-    binds: Vec<String>,
-    certificates: Vec<String>,
-    http2: bool,
-    accept_proxy: bool,
-    servers: Vec<ServerLine>,
-    default_backend: Option<String>,
+pub(super) struct Proxy {
+    pub(super) name: String,
+    pub(super) line: usize,
+    pub(super) is_frontend: bool,
+    pub(super) settings: Settings,
+    pub(super) binds: Vec<String>,
+    pub(super) certificates: Vec<String>,
+    pub(super) http2: bool,
+    pub(super) accept_proxy: bool,
+    pub(super) servers: Vec<ServerLine>,
+    pub(super) default_backend: Option<String>,
     /// `use_backend ... if ...` rules that became routes, in order.
-    use_backends: Vec<UseBackend>,
-    stick_on_dst: bool,
-    redirect_https: bool,
-    cookie: Option<String>,
-    response_headers: Vec<(String, String)>,
-    deny_prefixes: Vec<String>,
-    stats: bool,
+    pub(super) use_backends: Vec<UseBackend>,
+    pub(super) stick_on_dst: bool,
+    pub(super) redirect_https: bool,
+    pub(super) cookie: Option<String>,
+    pub(super) response_headers: Vec<(String, String)>,
+    pub(super) deny_prefixes: Vec<String>,
+    pub(super) stats: bool,
 }
 
-struct Ctx {
+pub(super) struct Ctx {
     reports: Vec<Report>,
 }
 
@@ -103,7 +104,7 @@ impl Ctx {
         self.reports.push(Report { line: line.number, directive: line.text(), why: why.into(), handled: true });
     }
 
-    fn lost_at(&mut self, number: usize, directive: &str, why: impl Into<String>) {
+    pub(super) fn lost_at(&mut self, number: usize, directive: &str, why: impl Into<String>) {
         self.reports.push(Report { line: number, directive: directive.into(), why: why.into(), handled: false });
     }
 
@@ -119,10 +120,10 @@ impl Ctx {
 }
 
 #[derive(Default)]
-struct Admin {
-    bind: Option<String>,
-    socket: Option<String>,
-    socket_mode: Option<String>,
+pub(super) struct Admin {
+    pub(super) bind: Option<String>,
+    pub(super) socket: Option<String>,
+    pub(super) socket_mode: Option<String>,
 }
 
 pub fn translate(sections: &[Section]) -> Imported {
@@ -586,488 +587,6 @@ fn duration(v: &str) -> Option<String> {
 /// except `ipv4@`/`ipv6@` prefixes.
 fn bind_addr(a: &str) -> String {
     a.trim_start_matches("ipv4@").trim_start_matches("ipv6@").to_string()
-}
-
-fn q(s: &str) -> String {
-    toml::Value::String(s.to_string()).to_string()
-}
-
-fn key(name: &str) -> String {
-    if !name.is_empty() && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') {
-        name.to_string()
-    } else {
-        q(name)
-    }
-}
-
-fn emit(proxies: &[Proxy], workers: Option<u32>, admin: &Admin, ctx: &mut Ctx) -> String {
-    let mut out = String::from("# Translated from haproxy.cfg by `vipgate import-haproxy`.\n");
-    if let Some(n) = workers {
-        let _ = writeln!(out, "\n[global]\nworkers = {n}");
-    }
-    if admin.bind.is_some() || admin.socket.is_some() {
-        out.push_str("\n[admin]\n");
-        if let Some(b) = &admin.bind {
-            let _ = writeln!(out, "bind = {}", q(b));
-        }
-        if let Some(s) = &admin.socket {
-            let _ = writeln!(out, "socket = {}", q(s));
-        }
-        if let Some(m) = &admin.socket_mode {
-            let _ = writeln!(out, "socket_mode = {}", q(m));
-        }
-    }
-    let frontends: Vec<&Proxy> = proxies.iter().filter(|p| p.is_frontend).collect();
-    let routed = |name: &str| proxies.iter().flat_map(|p| p.use_backends.iter()).any(|u| u.backend == name);
-    for p in proxies.iter().filter(|p| !p.is_frontend) {
-        // A listen carries its own binds; a backend takes its frontends'.
-        let fronts: Vec<&Proxy> =
-            frontends.iter().copied().filter(|f| f.default_backend.as_deref() == Some(p.name.as_str())).collect();
-        if p.binds.is_empty() && fronts.is_empty() && routed(&p.name) {
-            // Its servers join the services whose routes name it (a pool each).
-            continue;
-        }
-        if p.binds.is_empty() && fronts.is_empty() {
-            ctx.lost_at(
-                p.line,
-                &format!("backend {}", p.name),
-                "no frontend sends traffic to it (default_backend): skipped",
-            );
-            continue;
-        }
-        service(&mut out, p, &fronts, proxies, ctx);
-    }
-    for f in &frontends {
-        if f.default_backend.is_none() {
-            if !f.use_backends.is_empty() {
-                ctx.lost_at(
-                    f.line,
-                    &format!("frontend {}", f.name),
-                    "use_backend without a default_backend is not translated: skipped",
-                );
-            } else if f.settings.mode.as_deref() == Some("http") && f.redirect_https {
-                service(&mut out, f, &[], proxies, ctx);
-            } else {
-                ctx.lost_at(f.line, &format!("frontend {}", f.name), "no default_backend: skipped");
-            }
-        } else if !proxies.iter().any(|p| !p.is_frontend && Some(p.name.as_str()) == f.default_backend.as_deref()) {
-            ctx.lost_at(f.line, &format!("frontend {}", f.name), "its default_backend does not exist: skipped");
-        }
-    }
-    out
-}
-
-fn service(out: &mut String, p: &Proxy, fronts: &[&Proxy], all: &[Proxy], ctx: &mut Ctx) {
-    // Client side from the frontend (the first, if several), server side from p.
-    let client = fronts.first().copied().unwrap_or(p);
-    // Both sections' rules, each once (a listen is both).
-    let sides: Vec<&Proxy> = if std::ptr::eq(client, p) { vec![p] } else { vec![client, p] };
-    let mode = p.settings.mode.clone().or_else(|| client.settings.mode.clone()).unwrap_or_else(|| "tcp".into());
-    let http = mode == "http";
-    let binds: Vec<String> = p.binds.iter().chain(fronts.iter().flat_map(|f| f.binds.iter())).cloned().collect();
-    let _ = writeln!(out, "\n[services.{}]", key(&p.name));
-    let list: Vec<String> = binds.iter().map(|b| q(b)).collect();
-    let _ = writeln!(out, "bind = [{}]", list.join(", "));
-    let _ = writeln!(out, "mode = {}", q(&mode));
-    let s = &p.settings;
-    let c = &client.settings;
-    let mut balance = s.balance.clone().unwrap_or_else(|| "roundrobin".into());
-    if p.stick_on_dst {
-        // TripleO's Galera: every connection to the server that took the first one, no
-        // fail-back. vipgate: one writer at a time ("first"), failback never.
-        balance = "first".into();
-    }
-    if !p.servers.is_empty() {
-        let _ = writeln!(out, "balance = {}", q(&balance));
-    }
-    if p.stick_on_dst {
-        let _ = writeln!(out, "failback = \"never\"");
-    }
-    for (k, v) in [
-        ("connect_timeout", s.connect.as_ref()),
-        ("client_timeout", c.client.as_ref()),
-        ("server_timeout", s.server.as_ref()),
-    ] {
-        if let Some(v) = v {
-            let _ = writeln!(out, "{k} = {}", q(v));
-        }
-    }
-    if let Some(r) = s.retries {
-        let _ = writeln!(out, "retries = {r}");
-    }
-    if let Some(n) = c.maxconn.filter(|&n| n > 0) {
-        let _ = writeln!(out, "maxconn = {n}");
-    }
-    if let Some(t) = s.queue.as_ref().filter(|t| *t != "0") {
-        let _ = writeln!(out, "queue_timeout = {}", q(t));
-    }
-    if s.all_backups {
-        let _ = writeln!(out, "all_backups = true");
-    }
-    if p.servers.iter().any(|s| s.shutdown_sessions) {
-        let _ = writeln!(out, "on_down = \"shutdown-sessions\"");
-        if !p.servers.iter().all(|s| s.shutdown_sessions) {
-            ctx.lost_at(
-                p.line,
-                &p.name,
-                "on-marked-down shutdown-sessions on some servers only: vipgate applies it to the whole service",
-            );
-        }
-    }
-    let proxies: Vec<Option<&str>> = p.servers.iter().map(|s| s.send_proxy).collect();
-    if let Some(Some(v)) = proxies.first() {
-        let _ = writeln!(out, "send_proxy = {}", q(v));
-        if proxies.iter().any(|x| x != &Some(*v)) {
-            ctx.lost_at(
-                p.line,
-                &p.name,
-                "send-proxy on some servers only: vipgate sends it to every server of the service",
-            );
-        }
-    } else if proxies.iter().any(Option::is_some) {
-        ctx.lost_at(p.line, &p.name, "send-proxy on some servers only: not translated");
-    }
-    if sides.iter().any(|x| x.accept_proxy) {
-        let _ = writeln!(out, "accept_proxy = true");
-    }
-    if http {
-        if let Some(t) = c.http_request.as_ref() {
-            let _ = writeln!(out, "header_timeout = {}", q(t));
-        }
-        if let Some(t) = s.tunnel.as_ref().or(c.tunnel.as_ref()) {
-            let _ = writeln!(out, "tunnel_timeout = {}", q(t));
-        }
-        if client.redirect_https {
-            let _ = writeln!(out, "redirect_https = true");
-        }
-        if let Some(cookie) = &p.cookie {
-            let _ = writeln!(out, "cookie = {}", q(cookie));
-        }
-        let certs: Vec<&String> = sides.iter().flat_map(|x| x.certificates.iter()).collect();
-        if !certs.is_empty() {
-            // HAProxy's PEM holds certificate, chain and key together.
-            let items: Vec<String> = certs.iter().map(|c| format!("{{ cert = {}, key = {} }}", q(c), q(c))).collect();
-            let _ = writeln!(out, "certificates = [{}]", items.join(", "));
-            if sides.iter().any(|x| x.http2) {
-                let _ = writeln!(out, "http2 = true");
-            }
-        }
-        let denies: Vec<&String> = sides.iter().flat_map(|x| x.deny_prefixes.iter()).collect();
-        if !denies.is_empty() {
-            let items: Vec<String> = denies.iter().map(|d| format!("{{ path_prefix = {} }}", q(d))).collect();
-            let _ = writeln!(out, "deny = [{}]", items.join(", "));
-        }
-        if p.servers.iter().any(|s| s.ssl) {
-            let _ = writeln!(out, "tls = true");
-            if p.servers.iter().any(|s| s.verify_none) {
-                let _ = writeln!(out, "tls_verify = false");
-            }
-            if let Some(ca) = p.servers.iter().find_map(|s| s.ca_file.clone()) {
-                let _ = writeln!(out, "tls_ca_file = {}", q(&ca));
-            }
-        }
-        if c.forwardfor == Some(false) {
-            let _ = writeln!(out, "forwarded_for = false");
-        }
-        let headers: Vec<&(String, String)> = sides.iter().flat_map(|x| x.response_headers.iter()).collect();
-        if !headers.is_empty() {
-            let _ = writeln!(out, "[services.{}.response]", key(&p.name));
-            let items: Vec<String> = headers.iter().map(|(h, v)| format!("{} = {}", key(h), q(v))).collect();
-            let _ = writeln!(out, "set_headers = {{ {} }}", items.join(", "));
-        }
-    } else {
-        if p.servers.iter().any(|s| s.ssl) {
-            ctx.lost_at(p.line, &p.name, "TLS to servers in tcp mode is not supported by vipgate");
-        }
-        if client.redirect_https || p.cookie.is_some() || !client.certificates.is_empty() {
-            ctx.lost_at(p.line, &p.name, "http options in a tcp-mode proxy are ignored, as HAProxy ignores them");
-        }
-    }
-    let table = format!("services.{}", key(&p.name));
-    check(out, &format!("{table}.check"), p, http, ctx);
-    let mut names: Vec<String> = Vec::new();
-    servers(out, &table, p, None, &mut names, ctx);
-    routes(out, &table, p, &sides, all, http, &mut names, ctx);
-}
-
-/// The `use_backend` rules of the client side: each routed backend's servers join this
-/// service as a pool named after the backend, with its own check, and the rules become
-/// routes in their order.
-#[allow(clippy::too_many_arguments)]
-fn routes(
-    out: &mut String,
-    table: &str,
-    p: &Proxy,
-    sides: &[&Proxy],
-    all: &[Proxy],
-    http: bool,
-    names: &mut Vec<String>,
-    ctx: &mut Ctx,
-) {
-    let rules: Vec<&UseBackend> = sides.iter().flat_map(|x| x.use_backends.iter()).collect();
-    if rules.is_empty() {
-        return;
-    }
-    if !http {
-        for r in &rules {
-            ctx.lost_at(r.line, &format!("use_backend {}", r.backend), "routes need mode http: not translated");
-        }
-        return;
-    }
-    let mut pools: Vec<&Proxy> = Vec::new();
-    let mut kept: Vec<&UseBackend> = Vec::new();
-    for (i, r) in rules.iter().enumerate() {
-        if r.backend == p.name {
-            // Routed to the default backend itself: what no route does anyway, unless a
-            // later rule would then win for the same requests.
-            if rules[i + 1..].iter().any(|later| later.backend != p.name) {
-                ctx.lost_at(
-                    r.line,
-                    &format!("use_backend {}", r.backend),
-                    "a route to the default backend ahead of other rules is not translated: vipgate routes only to pools",
-                );
-            }
-            continue;
-        }
-        match all.iter().find(|b| !b.is_frontend && b.name == r.backend) {
-            Some(b) if b.servers.is_empty() => ctx.lost_at(
-                r.line,
-                &format!("use_backend {}", r.backend),
-                "that backend has no servers: not translated",
-            ),
-            Some(b) => {
-                if !pools.iter().any(|x| std::ptr::eq(*x, b)) {
-                    pools.push(b);
-                }
-                kept.push(r);
-            }
-            None => ctx.lost_at(r.line, &format!("use_backend {}", r.backend), "no such backend: not translated"),
-        }
-    }
-    for b in &pools {
-        differences(p, b, ctx);
-        let pool_table = format!("{table}.pools.{}", key(&b.name));
-        if !b.servers.iter().any(|s| s.check) && p.servers.iter().any(|s| s.check) {
-            ctx.lost_at(
-                b.line,
-                &format!("backend {}", b.name),
-                format!("its servers have no check: vipgate probes them with backend {}'s", p.name),
-            );
-        }
-        check(out, &format!("{pool_table}.check"), b, http, ctx);
-        servers(out, table, b, Some(&b.name), names, ctx);
-    }
-    for r in kept {
-        for spec in &r.routes {
-            let _ = writeln!(out, "[[{table}.routes]]");
-            if let Some(h) = &spec.host {
-                let _ = writeln!(out, "host = {}", q(h));
-            }
-            if let Some(pfx) = &spec.path_prefix {
-                let _ = writeln!(out, "path_prefix = {}", q(pfx));
-            }
-            let _ = writeln!(out, "pool = {}", q(&r.backend));
-        }
-    }
-}
-
-/// Server-side settings of a routed backend that the service's (the default backend's)
-/// replace, each reported.
-fn differences(main: &Proxy, b: &Proxy, ctx: &mut Ctx) {
-    let (m, o) = (&main.settings, &b.settings);
-    let mut diff: Vec<&str> = Vec::new();
-    if m.balance.as_deref().unwrap_or("roundrobin") != o.balance.as_deref().unwrap_or("roundrobin") {
-        diff.push("balance");
-    }
-    if m.connect != o.connect {
-        diff.push("timeout connect");
-    }
-    if m.server != o.server {
-        diff.push("timeout server");
-    }
-    if m.retries != o.retries {
-        diff.push("retries");
-    }
-    if main.cookie != b.cookie {
-        diff.push("cookie");
-    }
-    if main.servers.iter().any(|s| s.ssl) != b.servers.iter().any(|s| s.ssl) {
-        diff.push("ssl to servers");
-    }
-    if main.servers.first().map(|s| s.send_proxy) != b.servers.first().map(|s| s.send_proxy) {
-        diff.push("send-proxy");
-    }
-    if !diff.is_empty() {
-        ctx.lost_at(
-            b.line,
-            &format!("backend {}", b.name),
-            format!(
-                "routed from backend {}'s service: its {} differ, and vipgate applies {}'s to every pool",
-                main.name,
-                diff.join(", "),
-                main.name
-            ),
-        );
-    }
-}
-
-fn check(out: &mut String, header: &str, p: &Proxy, http: bool, ctx: &mut Ctx) {
-    let checked: Vec<&ServerLine> = p.servers.iter().filter(|s| s.check).collect();
-    let Some(first) = checked.first() else { return };
-    let s = &p.settings;
-    if checked.len() != p.servers.len() {
-        for srv in p.servers.iter().filter(|s| !s.check) {
-            ctx.lost_at(
-                srv.line,
-                &format!("server {}", srv.name),
-                "no check on this server: vipgate checks every server of a service that has a check",
-            );
-        }
-    }
-    let _ = writeln!(out, "[{header}]");
-    let mut http_check_used = false;
-    if let Some(user) = &s.mysql_check {
-        let _ = writeln!(out, "kind = \"mysql\"");
-        if let Some(u) = user {
-            let _ = writeln!(out, "user = {}", q(u));
-        }
-    } else if let Some((method, uri)) = &s.httpchk {
-        http_check_used = true;
-        let (mut method, mut uri, mut headers) = (method.clone(), uri.clone(), Vec::new());
-        if let Some((m, u, h)) = &s.check_send {
-            if let Some(m) = m {
-                method = m.clone();
-            }
-            if let Some(u) = u {
-                uri = u.clone();
-            }
-            headers = h.clone();
-        }
-        // An HTTP probe on a tcp-mode service is the Galera clustercheck pattern.
-        let kind = if http { "http" } else { "clustercheck" };
-        let _ = writeln!(out, "kind = {}", q(kind));
-        let _ = writeln!(out, "method = {}", q(&method.to_ascii_uppercase()));
-        let _ = writeln!(out, "path = {}", q(&uri));
-        if !headers.is_empty() {
-            let items: Vec<String> = headers.iter().map(|(h, v)| format!("{} = {}", key(h), q(v))).collect();
-            let _ = writeln!(out, "headers = {{ {} }}", items.join(", "));
-        }
-        if let Some(e) = &s.check_expect {
-            let list: Vec<String> = e.iter().map(u16::to_string).collect();
-            let _ = writeln!(out, "expect = [{}]", list.join(", "));
-        }
-    } else {
-        let _ = writeln!(out, "kind = \"tcp\"");
-        if s.tcp_check {
-            ctx.lost_at(p.line, &p.name, "tcp-check rules are not translated: a connect check is used");
-        }
-    }
-    if !http_check_used {
-        for n in &s.http_check_lines {
-            ctx.lost_at(
-                *n,
-                "http-check",
-                "HAProxy ignores http-check rules without `option httpchk` and runs a plain connect check; so does vipgate",
-            );
-        }
-    }
-    // Per-server timing in HAProxy, per service in vipgate: the first checked server's.
-    for (k, v) in [("interval", &first.inter), ("fastinter", &first.fastinter), ("downinter", &first.downinter)] {
-        if let Some(v) = v {
-            let _ = writeln!(out, "{k} = {}", q(v));
-        }
-    }
-    if let Some(t) = &s.check_timeout {
-        let _ = writeln!(out, "timeout = {}", q(t));
-    }
-    if let Some(r) = first.rise {
-        let _ = writeln!(out, "rise = {r}");
-    }
-    if let Some(f) = first.fall {
-        let _ = writeln!(out, "fall = {f}");
-    }
-    let ports: Vec<Option<u16>> = checked.iter().map(|s| s.port).collect();
-    if let Some(Some(port)) = ports.first() {
-        if ports.iter().all(|x| x == &Some(*port)) {
-            let _ = writeln!(out, "port = {port}");
-        }
-    }
-    for srv in &checked[1..] {
-        if srv.inter != first.inter || srv.rise != first.rise || srv.fall != first.fall {
-            ctx.lost_at(
-                srv.line,
-                &format!("server {}", srv.name),
-                format!("check timing differs from server {}'s: vipgate uses one per service", first.name),
-            );
-        }
-    }
-}
-
-/// The servers of `p`, tagged `pool` when they join another backend's service; a name
-/// already in `names` (the service's servers so far) is prefixed with the backend's.
-fn servers(out: &mut String, table: &str, p: &Proxy, pool: Option<&str>, names: &mut Vec<String>, ctx: &mut Ctx) {
-    let checked_ports: Vec<Option<u16>> = p.servers.iter().filter(|s| s.check).map(|s| s.port).collect();
-    let uniform_port = checked_ports.first().is_some_and(|f| f.is_some() && checked_ports.iter().all(|x| x == f));
-    // vipgate needs one active server; TripleO marks every Galera server backup and
-    // relies on `stick on dst`: the first one becomes the active one.
-    let all_backup = !p.servers.is_empty() && p.servers.iter().all(|s| s.backup);
-    if all_backup {
-        ctx.lost_at(
-            p.line,
-            &p.name,
-            format!(
-                "every server is backup: server {} becomes the active one (HAProxy would pick it first too)",
-                p.servers[0].name
-            ),
-        );
-    }
-    for (i, s) in p.servers.iter().enumerate() {
-        let _ = writeln!(out, "[[{table}.servers]]");
-        let mut name = s.name.clone();
-        if names.contains(&name) {
-            name = format!("{}-{}", p.name, s.name);
-            ctx.lost_at(
-                s.line,
-                &format!("server {}", s.name),
-                format!("renamed {name}: another server of the service has its name (admin socket and API use the new name)"),
-            );
-        }
-        names.push(name.clone());
-        let _ = writeln!(out, "name = {}", q(&name));
-        let addr = if s.address.starts_with(':') || s.address.rsplit_once(':').is_none() {
-            ctx.lost_at(s.line, &format!("server {}", s.name), "an address without a port is not translated");
-            s.address.clone()
-        } else {
-            s.address.clone()
-        };
-        let _ = writeln!(out, "address = {}", q(&addr));
-        if let Some(w) = s.weight {
-            let _ = writeln!(out, "weight = {w}");
-        }
-        if s.backup && !(all_backup && i == 0) {
-            let _ = writeln!(out, "backup = true");
-        }
-        if s.check && !uniform_port {
-            if let Some(port) = s.port {
-                let _ = writeln!(out, "check_port = {port}");
-            }
-        }
-        if let Some(a) = &s.addr {
-            let _ = writeln!(out, "check_address = {}", q(a));
-        }
-        if let Some(c) = &s.cookie {
-            let _ = writeln!(out, "cookie = {}", q(c));
-        }
-        if let Some(pool) = pool {
-            let _ = writeln!(out, "pool = {}", q(pool));
-        }
-        if s.disabled {
-            let _ = writeln!(out, "disabled = true");
-        }
-        if let Some(n) = s.maxconn.filter(|&n| n > 0) {
-            let _ = writeln!(out, "maxconn = {n}");
-        }
-    }
 }
 
 #[cfg(test)]

@@ -7,46 +7,9 @@ use std::time::Duration;
 
 use toml::de::{DeTable, DeValue};
 
-use super::http::*;
-use super::validate::{Key, Val, Validator};
-
-/// Keys that only mean something in `mode = "http"`.
-pub(super) const HTTP_KEYS: &[&str] = &[
-    "header_timeout",
-    "tunnel_timeout",
-    "max_header_bytes",
-    "max_headers",
-    "min_body_rate",
-    "body_rate_window",
-    "h2c",
-    "http2",
-    "server_http2",
-    "pool_max_idle",
-    "pool_idle_timeout",
-    "forwarded_for",
-    "forwarded_proto",
-    "forwarded_host",
-    "forwarded",
-    "trusted_forwarders",
-    "redirect_https",
-    "https_port",
-    "set_headers",
-    "del_headers",
-    "request",
-    "response",
-    "rewrite_location",
-    "deny",
-    "cookie",
-    "routes",
-    "certificates",
-    "tls",
-    "tls_ca_file",
-    "tls_verify",
-    "tls_server_name",
-];
-
-/// Keys for both modes.
-pub(super) const PROXY_KEYS: &[&str] = &["send_proxy", "accept_proxy"];
+use super::{Key, Val, Validator};
+use crate::config::http::*;
+use crate::config::keys::Section;
 
 #[derive(Default, Clone)]
 pub(super) struct HttpFields {
@@ -189,14 +152,14 @@ impl Validator<'_> {
     /// Read one http or PROXY key into `f`; false if `k` is not one of them.
     pub(super) fn http_field(&mut self, f: &mut HttpFields, key: &Key<'_>, value: &Val<'_>) -> bool {
         let k = key.get_ref().as_ref();
-        if PROXY_KEYS.contains(&k) {
+        if Section::ServiceProxy.takes(k) {
             match k {
                 "send_proxy" => f.send_proxy = self.send_proxy(key, value),
                 _ => f.accept_proxy = self.accept_proxy(key, value),
             }
             return true;
         }
-        if !HTTP_KEYS.contains(&k) {
+        if !Section::ServiceHttp.takes(k) {
             return false;
         }
         f.present.push((k.to_string(), key.span()));
@@ -360,14 +323,13 @@ impl Validator<'_> {
             match key.get_ref().as_ref() {
                 "set_headers" => rules.set = self.headers(key, value).map(lower).unwrap_or_default(),
                 "del_headers" => rules.del = self.header_names(key, value).unwrap_or_default(),
-                _ => self.unknown(key, &format!("[{section}]"), &["set_headers", "del_headers"]),
+                _ => self.unknown(key, &format!("[{section}]"), Section::HeaderRules.listed()),
             }
         }
         rules
     }
 
     fn deny_rules(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Vec<DenyRule>> {
-        const KEYS: &[&str] = &["path_prefix", "path_contains", "path_regex", "status"];
         let DeValue::Array(items) = value.get_ref() else {
             self.err(value.span(), "\"deny\" must be an array of tables ([[services.NAME.deny]])");
             return None;
@@ -407,7 +369,7 @@ impl Validator<'_> {
                             rule.status = s as u16;
                         }
                     }
-                    _ => self.unknown(k, "a deny rule", KEYS),
+                    _ => self.unknown(k, "a deny rule", Section::DenyRule.listed()),
                 }
             }
             if rule.path_prefix.is_none() && rule.path_contains.is_none() && rule.path_regex.is_none() {
@@ -435,7 +397,6 @@ impl Validator<'_> {
     }
 
     fn routes(&mut self, key: &Key<'_>, value: &Val<'_>) -> Option<Vec<(Route, Range<usize>)>> {
-        const KEYS: &[&str] = &["host", "path_prefix", "pool"];
         let DeValue::Array(items) = value.get_ref() else {
             self.err(value.span(), "\"routes\" must be an array of tables ([[services.NAME.routes]])");
             return None;
@@ -462,7 +423,7 @@ impl Validator<'_> {
                         })
                     }
                     "pool" => pool = self.string(k, v).map(str::to_string),
-                    _ => self.unknown(k, "a route", KEYS),
+                    _ => self.unknown(k, "a route", Section::Route.listed()),
                 }
             }
             let Some(pool) = pool else {
@@ -498,7 +459,7 @@ impl Validator<'_> {
                 match k.get_ref().as_ref() {
                     "cert" => cert = self.string(k, v).map(PathBuf::from),
                     "key" => keyf = self.string(k, v).map(PathBuf::from),
-                    _ => self.unknown(k, "a certificate", &["cert", "key"]),
+                    _ => self.unknown(k, "a certificate", Section::Certificate.listed()),
                 }
             }
             let Some(cert) = cert else {

@@ -5,15 +5,10 @@ use std::ops::Range;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::model::*;
-use super::validate::{Key, Val, Validator};
+use super::{Key, Val, Validator};
+use crate::config::keys::{self, Section};
+use crate::config::model::*;
 use toml::de::{DeTable, DeValue};
-
-const COMMON_KEYS: &[&str] =
-    &["kind", "port", "address", "interval", "fastinter", "downinter", "timeout", "rise", "fall"];
-const HTTP_KEYS: &[&str] =
-    &["method", "path", "host", "headers", "expect", "expect_body", "ca_file", "verify", "server_name"];
-const MYSQL_KEYS: &[&str] = &["user", "password", "password_file", "available_when_donor", "available_when_readonly"];
 
 /// Check keys as written, before merging with `[defaults.check]`.
 #[derive(Default, Clone)]
@@ -95,7 +90,7 @@ impl CheckFields {
 impl Validator<'_> {
     pub(super) fn check_fields(&mut self, t: &DeTable<'_>, section: &str) -> CheckFields {
         let mut c = CheckFields::default();
-        let known: Vec<&str> = COMMON_KEYS.iter().chain(HTTP_KEYS).chain(MYSQL_KEYS).copied().collect();
+        let known = keys::check_keys();
         for (key, value) in t.iter() {
             let k = key.get_ref().as_ref();
             c.present.push((k.to_string(), key.span()));
@@ -151,10 +146,10 @@ impl Validator<'_> {
     pub(super) fn finish_check(&mut self, f: &CheckFields, at: Range<usize>) -> Option<Check> {
         let kind_name = f.kind.as_deref().unwrap_or("tcp");
         let kind_span = f.kind_span.clone().unwrap_or(at.clone());
-        let own: &[&str] = match kind_name {
-            "tcp" => &[],
-            "http" | "https" | "clustercheck" => HTTP_KEYS,
-            "mysql" => MYSQL_KEYS,
+        let own = match kind_name {
+            "tcp" => None,
+            "http" | "https" | "clustercheck" => Some(Section::CheckHttp),
+            "mysql" => Some(Section::CheckMysql),
             other => {
                 self.err(
                     kind_span,
@@ -165,9 +160,10 @@ impl Validator<'_> {
         };
         let mut ok = true;
         for (key, span) in &f.present {
-            if !COMMON_KEYS.contains(&key.as_str())
-                && !own.contains(&key.as_str())
-                && (HTTP_KEYS.contains(&key.as_str()) || MYSQL_KEYS.contains(&key.as_str()))
+            let key_of = |section: Section| section.takes(key);
+            if !key_of(Section::Check)
+                && !own.is_some_and(key_of)
+                && (key_of(Section::CheckHttp) || key_of(Section::CheckMysql))
             {
                 self.err(span.clone(), format!("\"{key}\" does not apply to check kind \"{kind_name}\""));
                 ok = false;
