@@ -13,7 +13,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("net", &[]),
     ("mysql", &[]),
     ("config", &["upstream", "tls", "net"]),
-    ("import", &["config"]),
+    ("import", &["config", "net"]),
     ("health", &["config", "upstream", "net", "tls", "mysql"]),
     ("clustercheck", &["health", "mysql", "net"]),
     ("proxy", &["config", "upstream", "net", "tls"]),

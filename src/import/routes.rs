@@ -188,8 +188,10 @@ fn criterion(words: &[String], remarks: &mut Vec<Remark>) -> Result<Matches, Str
             let mut hosts = Vec::new();
             for v in values {
                 let v = v.to_ascii_lowercase();
-                let (bare, port) = match v.rsplit_once(':') {
-                    Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) && !h.contains(':') => (h.to_string(), true),
+                let (bare, port) = match crate::net::host_port::split(&v) {
+                    Some(hp) if !hp.bracketed && hp.port.is_some_and(|p| p.bytes().all(|b| b.is_ascii_digit())) => {
+                        (hp.host.to_string(), true)
+                    }
                     _ => (v.clone(), false),
                 };
                 if port {

@@ -8,6 +8,7 @@ use toml::de::DeValue;
 use super::{Key, Val, Validator};
 use crate::config::load::Io;
 use crate::config::model::*;
+use crate::net::host_port::HostPort;
 
 impl Validator<'_> {
     pub(super) fn binds(&mut self, key: &Key<'_>, value: &Val<'_>) -> (Vec<SocketAddr>, Vec<Range<usize>>) {
@@ -111,14 +112,14 @@ pub fn parse_server_addr(s: &str, io: &dyn Io) -> Result<SocketAddr, String> {
         }
         return Ok(addr);
     }
-    let Some((host, port)) = s.rsplit_once(':') else {
-        return Err("missing port (expected HOST:PORT)".into());
-    };
-    if host.is_empty() || host.contains(':') || host.contains('[') {
-        return Err("expected IP:PORT, [IPv6]:PORT or HOST:PORT".into());
+    match crate::net::host_port::split(s) {
+        // A name: no brackets, no colon in it (an IP address parsed above).
+        Some(HostPort { host, port: Some(port), bracketed: false }) if !host.is_empty() && !host.contains('[') => {
+            io.resolve(host, parse_port(port)?)
+        }
+        _ if !s.contains(':') => Err("missing port (expected HOST:PORT)".into()),
+        _ => Err("expected IP:PORT, [IPv6]:PORT or HOST:PORT".into()),
     }
-    let port = parse_port(port)?;
-    io.resolve(host, port)
 }
 
 fn parse_port(p: &str) -> Result<u16, String> {

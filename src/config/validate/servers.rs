@@ -148,5 +148,5 @@ fn address_host(s: &str) -> Option<String> {
     if s.parse::<SocketAddr>().is_ok() {
         return None;
     }
-    s.rsplit_once(':').map(|(h, _)| h.to_string())
+    crate::net::host_port::split(s).filter(|hp| hp.port.is_some() && !hp.bracketed).map(|hp| hp.host.to_string())
 }
