@@ -11,7 +11,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::proxy_protocol::{self, Addresses};
+use super::proxy_protocol;
 use super::pump::{forward, End, Timeouts};
 use crate::net;
 use crate::proxy::Service;
@@ -32,20 +32,13 @@ pub async fn handle(
     service.stats.connections_total.fetch_add(1, Relaxed);
     // Behind a front balancer the PROXY header names the real client: it drives source
     // hashing, the log line and the header we send on.
-    // A relayed header names the original destination too, as HAProxy relays it.
-    let (peer, local) = match &service.accept_proxy {
-        Some(ap) if ap.expects(peer.ip()) => {
-            let wait = service.client_timeout.unwrap_or(PROXY_HEADER_WAIT).min(PROXY_HEADER_WAIT);
-            match proxy_protocol::read_header(&client, wait).await {
-                Ok(Addresses::Tcp { source, destination }) => (source, destination),
-                Ok(Addresses::Local) => (peer, local),
-                Err(e) => {
-                    log_ended_early(peer, &service, started, End::BadProxyHeader, &e.to_string());
-                    return;
-                }
-            }
+    let wait = service.client_timeout.unwrap_or(PROXY_HEADER_WAIT).min(PROXY_HEADER_WAIT);
+    let (peer, local) = match proxy_protocol::accept(&client, peer, local, service.accept_proxy.as_ref(), wait).await {
+        Ok(endpoints) => (endpoints.client, endpoints.local),
+        Err(e) => {
+            log_ended_early(peer, &service, started, End::BadProxyHeader, &e.to_string());
+            return;
         }
-        _ => (peer, local),
     };
     let mut tried = Tried::default();
     let mut failures = 0u32;

@@ -1,10 +1,43 @@
-//! Reading a client's PROXY header off its connection.
+//! The accept stage of both modes: reading a client's PROXY header off its connection.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use tokio::net::TcpStream;
 
 use super::{parse, Addresses, ProxyError, MAX_HEADER_LEN};
+use crate::config::AcceptProxy;
+
+/// Where a client connection comes from and goes to, as the rest of vipgate sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Endpoints {
+    /// The client: the PROXY header's source, else the TCP peer.
+    pub client: SocketAddr,
+    /// The address the client connected to: the header's destination, else ours.
+    pub local: SocketAddr,
+}
+
+/// The accept stage of both modes: a peer that `expected` names must open with a PROXY
+/// header, read within `wait`; any other peer's connection is taken as it came. Only the
+/// header is consumed, so whatever follows it is the client's stream, unread.
+///
+/// A relayed header names the original destination too, as HAProxy relays it.
+pub async fn accept(
+    stream: &TcpStream,
+    peer: SocketAddr,
+    local: SocketAddr,
+    expected: Option<&AcceptProxy>,
+    wait: Duration,
+) -> Result<Endpoints, ProxyError> {
+    let direct = Endpoints { client: peer, local };
+    if !expected.is_some_and(|ap| ap.expects(peer.ip())) {
+        return Ok(direct);
+    }
+    Ok(match read_header(stream, wait).await? {
+        Addresses::Tcp { source, destination } => Endpoints { client: source, local: destination },
+        Addresses::Local => direct,
+    })
+}
 
 /// Longest pause between peeks while a header is incomplete: short enough that a header
 /// split across packets costs little latency.
@@ -167,5 +200,35 @@ mod tests {
         drop(client);
         let err = read_header(&server, Duration::from_secs(10)).await.unwrap_err();
         assert!(matches!(err, ProxyError::Closed { received: 0 }), "{err:?}");
+    }
+
+    #[tokio::test]
+    async fn accept_reads_a_header_only_from_the_expected() {
+        let front: crate::config::IpNet = crate::config::IpNet::parse("127.0.0.1/32").unwrap();
+        let header = encode(ProxyVersion::V2, sa("192.0.2.7:51234"), sa("10.0.0.1:443"));
+        for (expected, want_client) in [
+            (Some(AcceptProxy::All), "192.0.2.7:51234"),
+            (Some(AcceptProxy::From(vec![front])), "192.0.2.7:51234"),
+            (None, "127.0.0.1:1"),
+        ] {
+            let (mut client, server) = pair().await;
+            client.write_all(&header).await.unwrap();
+            client.shutdown().await.unwrap();
+            let (peer, local) = (sa("127.0.0.1:1"), sa("127.0.0.1:2"));
+            let got = accept(&server, peer, local, expected.as_ref(), Duration::from_secs(5)).await.unwrap();
+            assert_eq!(got.client, sa(want_client), "{expected:?}");
+            let rest = read_rest(server).await;
+            // Without an expected header, the header's bytes are the client's stream.
+            assert_eq!(rest.is_empty(), expected.is_some(), "{expected:?}");
+        }
+        let (mut client, server) = pair().await;
+        client.write_all(&encode(ProxyVersion::V1, sa("192.0.2.7:9"), sa("10.0.0.1:80"))).await.unwrap();
+        let (peer, local) = (sa("127.0.0.1:1"), sa("127.0.0.1:2"));
+        let got = accept(&server, peer, local, Some(&AcceptProxy::All), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(got, Endpoints { client: sa("192.0.2.7:9"), local: sa("10.0.0.1:80") });
+        let (mut client, server) = pair().await;
+        client.write_all(b"PROXY UNKNOWN\r\n").await.unwrap();
+        let got = accept(&server, peer, local, Some(&AcceptProxy::All), Duration::from_secs(5)).await.unwrap();
+        assert_eq!(got, Endpoints { client: peer, local });
     }
 }

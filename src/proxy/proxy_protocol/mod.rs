@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use crate::config::format_duration;
 
-pub use accept::read_header;
+pub use accept::{accept, read_header, Endpoints};
 pub use encode::encode;
 use v1::parse_v1;
 use v2::{parse_v2, V2_FIXED_LEN};
