@@ -1,7 +1,9 @@
-//! Forwarding: [`tcp`] owns one client connection from accept to its log line; [`pump`]
-//! moves bytes both ways with half-close and idle timeouts, through [`splice`] pipes on
-//! Linux or the pooled buffers of [`copy`].
+//! Forwarding: [`tcp`] owns one client connection from accept to its log line; [`connect`]
+//! reaches a server for it and for [`http`] alike; [`pump`] moves bytes both ways with
+//! half-close and idle timeouts, through [`splice`] pipes on Linux or the pooled buffers
+//! of [`copy`].
 
+mod connect;
 mod copy;
 pub mod http;
 pub mod http_rules;

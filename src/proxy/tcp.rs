@@ -11,11 +11,11 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::proxy_protocol::{self, Addresses};
+use super::connect::Attempts;
+use super::proxy_protocol;
 use super::pump::{forward, End, Timeouts};
 use crate::net;
 use crate::proxy::Service;
-use crate::upstream::{NoPick, Tried};
 
 /// Bound on waiting for a front balancer's PROXY header (it sends it with the connect).
 const PROXY_HEADER_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
@@ -32,64 +32,30 @@ pub async fn handle(
     service.stats.connections_total.fetch_add(1, Relaxed);
     // Behind a front balancer the PROXY header names the real client: it drives source
     // hashing, the log line and the header we send on.
-    // A relayed header names the original destination too, as HAProxy relays it.
-    let (peer, local) = match &service.accept_proxy {
-        Some(ap) if ap.expects(peer.ip()) => {
-            let wait = service.client_timeout.unwrap_or(PROXY_HEADER_WAIT).min(PROXY_HEADER_WAIT);
-            match proxy_protocol::read_header(&client, wait).await {
-                Ok(Addresses::Tcp { source, destination }) => (source, destination),
-                Ok(Addresses::Local) => (peer, local),
-                Err(e) => {
-                    log_ended_early(peer, &service, started, End::BadProxyHeader, &e.to_string());
-                    return;
-                }
-            }
+    let wait = service.client_timeout.unwrap_or(PROXY_HEADER_WAIT).min(PROXY_HEADER_WAIT);
+    let (peer, local) = match proxy_protocol::accept(&client, peer, local, service.accept_proxy.as_ref(), wait).await {
+        Ok(endpoints) => (endpoints.client, endpoints.local),
+        Err(e) => {
+            log_ended_early(peer, &service, started, End::BadProxyHeader, &e.to_string());
+            return;
         }
-        _ => (peer, local),
     };
-    let mut tried = Tried::default();
-    let mut failures = 0u32;
-    let (lease, upstream) = loop {
-        let lease = match service.pool.pick_queued(peer.ip(), &tried, service.queue_timeout).await {
-            Ok(lease) => lease,
-            Err(why) => {
-                let reason = match why {
-                    NoPick::Full => {
-                        service.stats.queue_timeouts.fetch_add(1, Relaxed);
-                        "queue timeout: every server is at its maxconn"
-                    }
-                    NoPick::NoServer if failures == 0 => "no server available",
-                    NoPick::NoServer => "every server tried failed to connect",
-                };
-                log_refused(peer, &service, started, reason);
-                return;
+    let mut attempts = Attempts::new(&service, &service.pool, peer.ip(), None);
+    let (connect_timeout, send_proxy) = (service.connect_timeout, service.send_proxy);
+    let opened = attempts
+        .connect(|server| async move {
+            let mut stream = net::connect(server.address(), server.source, connect_timeout).await?;
+            if let Some(version) = send_proxy {
+                stream.write_all(&proxy_protocol::encode(version, peer, local)).await?;
             }
-        };
-        let server = lease.server();
-        let connected = match net::connect(server.address(), server.source, service.connect_timeout).await {
-            Ok(mut stream) => match service.send_proxy {
-                Some(version) => {
-                    let header = proxy_protocol::encode(version, peer, local);
-                    stream.write_all(&header).await.map(|()| stream)
-                }
-                None => Ok(stream),
-            },
-            Err(e) => Err(e),
-        };
-        match connected {
-            Ok(stream) => break (lease, stream),
-            Err(e) => {
-                server.stats.connect_failures.fetch_add(1, Relaxed);
-                super::passive_failure(&service, server, &e);
-                warn!(service = %service.name, server = %server.name, address = %server.address(), error = %e, "connect failed");
-                tried.add(&lease, &service.pool);
-                failures += 1;
-                if failures > service.retries {
-                    log_refused(peer, &service, started, "connect retries exhausted");
-                    return;
-                }
-                service.stats.retries.fetch_add(1, Relaxed);
-            }
+            Ok::<_, std::io::Error>(stream)
+        })
+        .await;
+    let (lease, upstream) = match opened {
+        Ok(opened) => opened,
+        Err(refused) => {
+            log_refused(peer, &service, started, &refused.to_string());
+            return;
         }
     };
     let server = Arc::clone(lease.server());

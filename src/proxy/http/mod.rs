@@ -31,7 +31,7 @@ use tracing::{debug, info, warn};
 
 use crate::config::{self, Http};
 use crate::net::Prefixed;
-use crate::proxy::proxy_protocol::{self, Addresses};
+use crate::proxy::proxy_protocol;
 use crate::proxy::{Service, Tracker};
 use crate::upstream::Server;
 use server_conn::{ConnPool, Connector, ServerTlsConnector};
@@ -211,18 +211,14 @@ pub async fn handle(a: Accepted) {
     let accepted = Instant::now();
     a.service.stats.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let header_timeout = http.cfg.header_timeout;
-    // A relayed header names the original destination too, as HAProxy relays it.
-    let (client, local) = match &a.service.accept_proxy {
-        Some(ap) if ap.expects(a.peer.ip()) => match proxy_protocol::read_header(&a.stream, header_timeout).await {
-            Ok(Addresses::Tcp { source, destination }) => (source, destination),
-            Ok(Addresses::Local) => (a.peer, a.local),
-            Err(e) => {
-                warn!(client = %a.peer, service = %a.service.name, server = "-", end = %crate::proxy::End::BadProxyHeader,
-                    error = ?e.to_string(), "connection closed");
-                return;
-            }
-        },
-        _ => (a.peer, a.local),
+    let accept_proxy = a.service.accept_proxy.as_ref();
+    let (client, local) = match proxy_protocol::accept(&a.stream, a.peer, a.local, accept_proxy, header_timeout).await {
+        Ok(endpoints) => (endpoints.client, endpoints.local),
+        Err(e) => {
+            warn!(client = %a.peer, service = %a.service.name, server = "-", end = %crate::proxy::End::BadProxyHeader,
+                error = ?e.to_string(), "connection closed");
+            return;
+        }
     };
     let stall_limit: io::StallLimit = Arc::new(io::Stall::new(a.service.client_timeout));
     let stream = io::WriteStall::new(a.stream, Arc::clone(&stall_limit));

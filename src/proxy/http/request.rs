@@ -3,6 +3,7 @@
 //! response body has gone out.
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,13 +16,14 @@ use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::client::conn::TrySendError;
 use tokio::time::{sleep_until, Instant};
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
 use super::body::{ms_since, Ending, Progress, ProxyBody, Tracked};
-use super::server_conn::Sender;
+use super::server_conn::{ConnPool, ConnectError, Sender};
 use super::{errors, policy, tunnel, ConnCtx};
+use crate::proxy::connect::{Attempts, Refused};
 use crate::proxy::http_rules as rules;
-use crate::upstream::{Lease, NoPick, Pool, Tried};
+use crate::upstream::{Pool, Server};
 
 /// What the access log line says about one request.
 struct Log {
@@ -183,67 +185,33 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     let saved = idempotent.then(|| (parts.method.clone(), parts.uri.clone(), parts.headers.clone()));
     let mut req = Some(Request::from_parts(parts, body));
 
-    let mut tried = Tried::default();
-    let mut failures = 0u32;
+    let mut attempts = Attempts::new(service, pool, ctx.client.ip(), wanted_server.as_deref());
     let mut resends = 0u32;
     // After a kept-alive connection failed, the next try opens a new one.
     let mut fresh_only = false;
     let mut last_error = String::new();
     let connect_started = Instant::now();
     let (lease, pool_ref, sender, addr, resp) = loop {
-        let lease = match pick(pool, &ctx, wanted_server.as_deref(), &tried).await {
-            Ok(l) => l,
-            Err(NoPick::Full) => {
-                ctx.service.stats.queue_timeouts.fetch_add(1, Relaxed);
-                return log.answer(StatusCode::SERVICE_UNAVAILABLE, "queue timeout: every server is at its maxconn");
-            }
-            Err(NoPick::NoServer) if resends > 0 => {
+        let (conn_ctx, upgrading, logged_server) = (&*ctx, upgrade.is_some(), &mut log.server);
+        let opened = attempts
+            .connect(move |server| {
+                // The log names the last server tried, whether it answered or not.
+                logged_server.clone_from(&server.name);
+                open(conn_ctx, server, upgrading, fresh_only)
+            })
+            .await;
+        let (lease, opened) = match opened {
+            Ok(opened) => opened,
+            Err(Refused::NoServer { .. }) if resends > 0 => {
                 return log.answer(StatusCode::BAD_GATEWAY, &format!("the server failed: {last_error}"))
             }
-            Err(NoPick::NoServer) if failures == 0 => {
-                return log.answer(StatusCode::SERVICE_UNAVAILABLE, "no server is available")
-            }
-            Err(NoPick::NoServer) => {
-                return log.answer(StatusCode::SERVICE_UNAVAILABLE, "every server tried failed to connect")
-            }
+            // Whatever the reason, no server was reached: the service is unavailable.
+            Err(refused) => return log.answer(StatusCode::SERVICE_UNAVAILABLE, &refused.to_string()),
         };
-        let server = Arc::clone(lease.server());
-        log.server = server.name.clone();
-        let Some(conn_pool) = ctx.pool_for(&server.name) else {
+        let Some(Opened { mut sender, reused, pool: conn_pool, addr }) = opened else {
             return log.answer(StatusCode::INTERNAL_SERVER_ERROR, "server pool missing");
         };
-        let addr = server.address();
-        let mut pooled = None;
-        if upgrade.is_none() && !fresh_only {
-            while let Some(mut s) = conn_pool.checkout(addr) {
-                if s.ready().await {
-                    pooled = Some(s);
-                    break;
-                }
-            }
-        }
-        let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(s) => s,
-            None => match http.connector.connect(&server, (ctx.client, ctx.local), upgrade.is_some()).await {
-                Ok(s) => {
-                    conn_pool.opened(&s, addr);
-                    s
-                }
-                Err(e) => {
-                    server.stats.connect_failures.fetch_add(1, Relaxed);
-                    crate::proxy::passive_failure(&ctx.service, &server, &e);
-                    warn!(service = %ctx.service.name, server = %server.name, address = %server.address(), error = %e, "connect failed");
-                    tried.add(&lease, pool);
-                    failures += 1;
-                    if failures > ctx.service.retries {
-                        return log.answer(StatusCode::SERVICE_UNAVAILABLE, "connect retries exhausted");
-                    }
-                    ctx.service.stats.retries.fetch_add(1, Relaxed);
-                    continue;
-                }
-            },
-        };
+        let server = Arc::clone(lease.server());
         log.connect_ms = ms_since(connect_started);
         let Some(mut outgoing) = req.take() else {
             return log.answer(StatusCode::BAD_GATEWAY, "request lost");
@@ -426,13 +394,36 @@ async fn send_watched(
     }
 }
 
-async fn pick(pool: &Pool, ctx: &ConnCtx, wanted: Option<&str>, tried: &Tried) -> Result<Lease, NoPick> {
-    if let Some(name) = wanted {
-        if let Some(lease) = pool.pick_where(|s| s.name == name, tried) {
-            return Ok(lease);
+/// A server connection for one request.
+struct Opened {
+    sender: Sender,
+    /// A kept-alive connection, which the server may have closed just as we sent.
+    reused: bool,
+    pool: Arc<ConnPool>,
+    addr: SocketAddr,
+}
+
+/// A kept-alive connection to `server` when the request may share one, else a new one.
+/// `Ok(None)`: the server has no keep-alive pool (it cannot happen), and the request ends
+/// without counting that against the server.
+async fn open(
+    ctx: &ConnCtx,
+    server: Arc<Server>,
+    upgrade: bool,
+    fresh_only: bool,
+) -> Result<Option<Opened>, ConnectError> {
+    let Some(pool) = ctx.pool_for(&server.name) else { return Ok(None) };
+    let addr = server.address();
+    if !upgrade && !fresh_only {
+        while let Some(mut sender) = pool.checkout(addr) {
+            if sender.ready().await {
+                return Ok(Some(Opened { sender, reused: true, pool, addr }));
+            }
         }
     }
-    pool.pick_queued(ctx.client.ip(), tried, ctx.service.queue_timeout).await
+    let sender = ctx.http.connector.connect(&server, (ctx.client, ctx.local), upgrade).await?;
+    pool.opened(&sender, addr);
+    Ok(Some(Opened { sender, reused: false, pool, addr }))
 }
 
 /// Hop-by-hop headers out, the one Host in, forwarding headers and request rules in, the
