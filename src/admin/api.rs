@@ -185,9 +185,9 @@ pub fn services(control: &Control) -> ServicesView {
             .iter()
             .map(|s| ServiceView {
                 name: s.name.clone(),
-                mode: mode_name(s.mode).to_string(),
-                balance: s.balance.name().to_string(),
-                binds: s.binds.iter().map(|b| b.to_string()).collect(),
+                mode: mode_name(s.config.mode).to_string(),
+                balance: s.config.balance.name().to_string(),
+                binds: s.config.binds.iter().map(|b| b.to_string()).collect(),
                 servers: s.pool.servers().iter().map(|v| server_view(v)).collect(),
             })
             .collect(),

@@ -175,7 +175,7 @@ impl Collector for SnapshotCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut out = Families::new();
         for svc in &self.snapshot.services {
-            let mode = mode_name(svc.mode);
+            let mode = mode_name(svc.config.mode);
             let mut up = 0u32;
             for s in svc.pool.servers() {
                 let l = [("service", svc.name.as_str()), ("server", s.name.as_str())];
@@ -211,7 +211,7 @@ impl Collector for SnapshotCollector {
             out.add("vipgate_service_queue_timeouts_total", &l, load(&st.queue_timeouts));
             out.add("vipgate_service_maxconn_reached_total", &l, load(&st.maxconn_reached));
             out.add("vipgate_service_accept_errors_total", &l, load(&st.accept_errors));
-            if svc.mode == Mode::Http {
+            if svc.config.mode == Mode::Http {
                 // Every class, zeros included: rate() needs the series before the first 5xx.
                 for (class, n) in ["1xx", "2xx", "3xx", "4xx", "5xx"].into_iter().zip(&st.responses) {
                     out.add(

@@ -76,7 +76,7 @@ impl<'a> Attempts<'a> {
                     self.log_failure(&server, &e);
                     self.tried.add(&lease, self.pool);
                     self.failures += 1;
-                    if self.failures > self.service.retries {
+                    if self.failures > self.service.config.retries {
                         return Err(Refused::RetriesExhausted);
                     }
                     self.service.stats.retries.fetch_add(1, Relaxed);
@@ -89,7 +89,7 @@ impl<'a> Attempts<'a> {
     /// `vipgate::proxy::tcp` or `vipgate::proxy::http::request` keeps showing it.
     fn log_failure(&self, server: &Server, e: &dyn fmt::Display) {
         let (service, address) = (&self.service.name, server.address());
-        match self.service.mode {
+        match self.service.config.mode {
             Mode::Http => warn!(target: "vipgate::proxy::http::request", service = %service, server = %server.name,
                 address = %address, error = %e, "connect failed"),
             Mode::Tcp => warn!(target: "vipgate::proxy::tcp", service = %service, server = %server.name,
@@ -103,7 +103,7 @@ impl<'a> Attempts<'a> {
                 return Ok(lease);
             }
         }
-        match self.pool.pick_queued(self.client, &self.tried, self.service.queue_timeout).await {
+        match self.pool.pick_queued(self.client, &self.tried, self.service.config.queue_timeout).await {
             Ok(lease) => Ok(lease),
             Err(NoPick::Full) => {
                 self.service.stats.queue_timeouts.fetch_add(1, Relaxed);

@@ -28,10 +28,10 @@ use crate::upstream::Server;
 /// the server is marked down at once (its probe brings it back), and with
 /// `on_down = "shutdown-sessions"` its sessions are closed.
 pub(crate) fn passive_failure(service: &Service, server: &Server, reason: &dyn std::fmt::Display) {
-    if server.traffic_failed(service.observe_errors) {
-        tracing::warn!(service = %service.name, server = %server.name, errors = service.observe_errors.unwrap_or(0),
+    if server.traffic_failed(service.config.observe_errors) {
+        tracing::warn!(service = %service.name, server = %server.name, errors = service.config.observe_errors.unwrap_or(0),
             reason = %reason, "server is DOWN (passive health: consecutive failures of real traffic)");
-        if service.on_down == OnDown::ShutdownSessions {
+        if service.config.on_down == OnDown::ShutdownSessions {
             server.shutdown_sessions();
         }
     }

@@ -6,9 +6,8 @@
 //! connection and never needs the runtime.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use crate::config::{self, AcceptProxy, Keepalive, OnDown, ProxyVersion};
+use crate::config;
 use crate::proxy::http::{HttpService, HttpTls};
 use crate::upstream::{Policy, Pool, Server, ServerSpec};
 
@@ -22,28 +21,13 @@ pub struct Service {
     pub route_pools: Vec<(String, Arc<Pool>)>,
     /// http: the servers without a `pool` tag, when routes or tags exist.
     pub default_pool: Option<Pool>,
-    pub connect_timeout: Option<Duration>,
-    pub client_timeout: Option<Duration>,
-    pub server_timeout: Option<Duration>,
-    pub retries: u32,
-    /// Client connections open at once (listeners pause at it); `None` = no limit.
-    pub maxconn: Option<u32>,
-    pub queue_timeout: Duration,
-    pub keepalive: Keepalive,
-    /// Passive health: this many connect failures in a row mark a server down.
-    pub observe_errors: Option<u32>,
-    pub on_down: OnDown,
-    pub send_proxy: Option<ProxyVersion>,
-    pub accept_proxy: Option<AcceptProxy>,
+    /// The service as configured: its timeouts, retries, limits, keep-alive, passive
+    /// health and PROXY settings are read from here, not copied.
+    pub config: Arc<config::Service>,
     /// `mode = "http"`: its settings, TLS and server connection pools.
     pub http: Option<Arc<HttpService>>,
     /// Counters that outlive a reload (the service keeps its name).
     pub stats: Arc<super::stats::ServiceStats>,
-    /// "tcp" or "http", for the API and metrics.
-    pub mode: config::Mode,
-    pub balance: config::BalanceKind,
-    /// As configured.
-    pub binds: Vec<std::net::SocketAddr>,
 }
 
 impl Service {
@@ -128,22 +112,9 @@ impl Service {
                 pool,
                 route_pools,
                 default_pool,
-                connect_timeout: cfg.connect_timeout,
-                client_timeout: cfg.client_timeout,
-                server_timeout: cfg.server_timeout,
-                retries: cfg.retries,
-                maxconn: cfg.maxconn,
-                queue_timeout: cfg.queue_timeout,
-                keepalive: cfg.keepalive,
-                observe_errors: cfg.observe_errors,
-                on_down: cfg.on_down,
-                send_proxy: cfg.send_proxy,
-                accept_proxy: cfg.accept_proxy.clone(),
+                config: Arc::new(cfg.clone()),
                 http,
                 stats: old.map(|o| Arc::clone(&o.stats)).unwrap_or_default(),
-                mode: cfg.mode,
-                balance: cfg.balance,
-                binds: cfg.binds.clone(),
             },
             pending,
         ))

@@ -32,16 +32,17 @@ pub async fn handle(
     service.stats.connections_total.fetch_add(1, Relaxed);
     // Behind a front balancer the PROXY header names the real client: it drives source
     // hashing, the log line and the header we send on.
-    let wait = service.client_timeout.unwrap_or(PROXY_HEADER_WAIT).min(PROXY_HEADER_WAIT);
-    let (peer, local) = match proxy_protocol::accept(&client, peer, local, service.accept_proxy.as_ref(), wait).await {
-        Ok(endpoints) => (endpoints.client, endpoints.local),
-        Err(e) => {
-            log_ended_early(peer, &service, started, End::BadProxyHeader, &e.to_string());
-            return;
-        }
-    };
+    let wait = service.config.client_timeout.unwrap_or(PROXY_HEADER_WAIT).min(PROXY_HEADER_WAIT);
+    let (peer, local) =
+        match proxy_protocol::accept(&client, peer, local, service.config.accept_proxy.as_ref(), wait).await {
+            Ok(endpoints) => (endpoints.client, endpoints.local),
+            Err(e) => {
+                log_ended_early(peer, &service, started, End::BadProxyHeader, &e.to_string());
+                return;
+            }
+        };
     let mut attempts = Attempts::new(&service, &service.pool, peer.ip(), None);
-    let (connect_timeout, send_proxy) = (service.connect_timeout, service.send_proxy);
+    let (connect_timeout, send_proxy) = (service.config.connect_timeout, service.config.send_proxy);
     let opened = attempts
         .connect(|server| async move {
             let mut stream = net::connect(server.address(), server.source, connect_timeout).await?;
@@ -60,8 +61,8 @@ pub async fn handle(
     };
     let server = Arc::clone(lease.server());
     server.stats.connections_total.fetch_add(1, Relaxed);
-    net::tune_stream(&upstream, &service.keepalive);
-    let timeouts = Timeouts { client: service.client_timeout, server: service.server_timeout };
+    net::tune_stream(&upstream, &service.config.keepalive);
+    let timeouts = Timeouts { client: service.config.client_timeout, server: service.config.server_timeout };
     let mut sessions = server.sessions();
     let mut shutdown = shutdown;
     let closing = async move {

@@ -52,12 +52,12 @@ impl AcceptLoop {
                 let Some(service) = self.snapshot.load().service_for_bind(self.configured).cloned() else {
                     break;
                 };
-                slot = service.stats.try_slot(service.maxconn);
+                slot = service.stats.try_slot(service.config.maxconn);
                 if slot.is_none() {
                     if !paused {
                         paused = true;
                         service.stats.maxconn_reached.fetch_add(1, Relaxed);
-                        warn!(service = %service.name, bind = %self.bind, maxconn = service.maxconn.unwrap_or(0),
+                        warn!(service = %service.name, bind = %self.bind, maxconn = service.config.maxconn.unwrap_or(0),
                             "service at its maxconn: not accepting until a connection ends");
                     }
                     tokio::select! {
@@ -87,11 +87,11 @@ impl AcceptLoop {
                     let slot = slot.take();
                     // Client socket options: inherited from the listener once it carries
                     // this service's settings; a reload that changes them re-tunes it.
-                    if self.tuned != Some(service.keepalive) {
-                        net::tune_stream(&stream, &service.keepalive);
+                    if self.tuned != Some(service.config.keepalive) {
+                        net::tune_stream(&stream, &service.config.keepalive);
                         if net::ACCEPT_INHERITS_OPTIONS {
-                            net::tune_listener(&self.listener, &service.keepalive);
-                            self.tuned = Some(service.keepalive);
+                            net::tune_listener(&self.listener, &service.config.keepalive);
+                            self.tuned = Some(service.config.keepalive);
                         }
                     }
                     // A specific bind address is the local address: no getsockname.

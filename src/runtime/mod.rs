@@ -219,7 +219,7 @@ fn spawn_all_checks(loaded: &Loaded, snapshot: &Snapshot) -> (CheckSet, impl std
         for ((check, indexes), probe) in svc_cfg.checks().into_iter().zip(loaded.probes(at)) {
             let servers: Vec<Arc<Server>> =
                 indexes.iter().filter_map(|&i| svc.pool.servers().get(i).cloned()).collect();
-            let checks = health::spawn_checks(&svc.name, check, probe, svc.on_down, &servers, &stop_rx);
+            let checks = health::spawn_checks(&svc.name, check, probe, svc.config.on_down, &servers, &stop_rx);
             set.tasks.extend(checks.tasks);
             set.longest = set.longest.max(check.timeout);
             // Bounded: a probe never outlives its timeout, plus slack for a busy machine.

@@ -175,7 +175,7 @@ impl ConnCtx {
     }
 
     fn pool_for(&self, server: &str) -> Option<Arc<ConnPool>> {
-        if self.service.send_proxy.is_none() {
+        if self.service.config.send_proxy.is_none() {
             return self.http.pools.get(server).cloned();
         }
         let mut private = self.private.lock().ok()?;
@@ -211,7 +211,7 @@ pub async fn handle(a: Accepted) {
     let accepted = Instant::now();
     a.service.stats.connections_total.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let header_timeout = http.cfg.header_timeout;
-    let accept_proxy = a.service.accept_proxy.as_ref();
+    let accept_proxy = a.service.config.accept_proxy.as_ref();
     let (client, local) = match proxy_protocol::accept(&a.stream, a.peer, a.local, accept_proxy, header_timeout).await {
         Ok(endpoints) => (endpoints.client, endpoints.local),
         Err(e) => {
@@ -220,7 +220,7 @@ pub async fn handle(a: Accepted) {
             return;
         }
     };
-    let stall_limit: io::StallLimit = Arc::new(io::Stall::new(a.service.client_timeout));
+    let stall_limit: io::StallLimit = Arc::new(io::Stall::new(a.service.config.client_timeout));
     let stream = io::WriteStall::new(a.stream, Arc::clone(&stall_limit));
     let ctx = Arc::new(ConnCtx {
         service: Arc::clone(&a.service),

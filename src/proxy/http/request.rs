@@ -175,7 +175,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     // Tells the wait for an answer whether the server or the client is the slow one, and
     // whose fault a failed exchange is (a request without a body has nothing to tell).
     let progress = (!bodiless).then(|| Arc::new(Progress::new(idempotent.then_some(REPLAY_LIMIT))));
-    let mut body = Tracked::new(body, ctx.service.client_timeout, Arc::clone(&log.bytes_in))
+    let mut body = Tracked::new(body, ctx.service.config.client_timeout, Arc::clone(&log.bytes_in))
         .min_rate(cfg.min_body_rate, cfg.body_rate_window);
     if let Some(p) = &progress {
         body = body.progress(Arc::clone(p));
@@ -221,7 +221,8 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
         if let Some(p) = &progress {
             p.touch();
         }
-        let Some(result) = send_watched(&mut sender, outgoing, ctx.service.server_timeout, progress.as_deref()).await
+        let Some(result) =
+            send_watched(&mut sender, outgoing, ctx.service.config.server_timeout, progress.as_deref()).await
         else {
             crate::proxy::passive_failure(&ctx.service, &server, &"no answer within server_timeout");
             return log.answer(StatusCode::GATEWAY_TIMEOUT, "the server did not answer within server_timeout");
@@ -248,7 +249,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
                 // request that a new connection failed on is the server's failure.
                 let again =
                     e.take_message().or_else(|| reused.then(|| resend(saved.as_ref(), progress.as_deref())).flatten());
-                let Some(again) = again.filter(|_| resends < ctx.service.retries) else {
+                let Some(again) = again.filter(|_| resends < ctx.service.config.retries) else {
                     crate::proxy::passive_failure(&ctx.service, &server, &last_error);
                     return log.answer(StatusCode::BAD_GATEWAY, &format!("the server failed: {last_error}"));
                 };
@@ -299,7 +300,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     let status = parts.status.as_u16();
     let bytes_out = Arc::clone(&log.bytes_out);
     let ctx_stall = Arc::clone(&ctx.stall_limit);
-    let body = Tracked::new(body, ctx.service.server_timeout, bytes_out).on_end(move |ending| {
+    let body = Tracked::new(body, ctx.service.config.server_timeout, bytes_out).on_end(move |ending| {
         let server = Arc::clone(lease.server());
         server.stats.bytes_in.fetch_add(log.bytes_in.load(Relaxed), Relaxed);
         server.stats.bytes_out.fetch_add(log.bytes_out.load(Relaxed), Relaxed);
