@@ -271,7 +271,7 @@ fn serve_connection(mut s: TcpStream, name: &str, mut rng: Option<Rng>, seen: &S
             if rng.below(3) == 0 {
                 // An idle close at a random moment: vipgate has put the connection back in
                 // its pool by now and may be sending the next request on it.
-                thread::sleep(Duration::from_micros(rng.below(3001)));
+                thread::sleep(Duration::from_micros(rng.below(8001)));
                 let waiting = !buf.is_empty() || request_waiting(&s);
                 seen.closes.fetch_add(1, SeqCst);
                 if waiting {
