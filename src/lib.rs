@@ -14,6 +14,7 @@ pub mod config;
 pub mod demo;
 pub mod health;
 pub mod import;
+pub mod log_batch;
 pub mod mysql;
 pub mod net;
 pub mod proxy;

@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
 use crate::config;
+use crate::log_batch::Batched;
 use crate::runtime;
 use crate::supervisor;
 
@@ -215,6 +216,13 @@ fn clustercheck(args: ClustercheckArgs) -> ExitCode {
 
 /// Run the verb the command line names; the exit code is the process's.
 pub fn run(cli: Cli) -> ExitCode {
+    let code = dispatch(cli);
+    // Log lines still waiting for the writer thread leave before the process does.
+    crate::log_batch::flush();
+    code
+}
+
+fn dispatch(cli: Cli) -> ExitCode {
     match cli.command {
         Command::Check { config } => match config::load_with_warnings(&config) {
             Ok((cfg, warnings)) => {
@@ -334,7 +342,14 @@ fn import_haproxy(file: &Path, strict: bool) -> ExitCode {
 
 /// Logs go to stderr: `key=value` text, or one JSON object per line with
 /// `VIPGATE_LOG_FORMAT=json` (container log collectors). `VIPGATE_LOG` filters.
+/// Lines are written in batches by a thread of their own (`log_batch`), off the request
+/// path; a panic writes the lines before it first.
 fn init_logging() {
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        crate::log_batch::flush();
+        report(info);
+    }));
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let format = std::env::var("VIPGATE_LOG_FORMAT").unwrap_or_default();
@@ -345,12 +360,12 @@ fn init_logging() {
                 .flatten_event(true)
                 .with_current_span(false)
                 .with_env_filter(filter)
-                .with_writer(std::io::stderr)
+                .with_writer(Batched::stderr())
                 .init();
         }
         other => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(Batched::stderr()).with_ansi(ansi).init();
             if !matches!(other, "" | "text") {
                 tracing::warn!(value = other, "VIPGATE_LOG_FORMAT is neither \"text\" nor \"json\"; logging text");
             }

@@ -12,6 +12,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("tls", &[]),
     ("net", &[]),
     ("mysql", &[]),
+    ("log_batch", &[]),
     ("config", &["upstream", "tls", "net"]),
     ("import", &["config", "net"]),
     ("health", &["config", "upstream", "net", "tls", "mysql"]),
@@ -40,6 +41,7 @@ const ALLOWED: &[(&str, &[&str])] = &[
             "mysql",
             "demo",
             "supervisor",
+            "log_batch",
         ],
     ),
 ];
