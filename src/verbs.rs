@@ -10,7 +10,6 @@ use clap::{Parser, Subcommand};
 use tracing::{error, info, warn};
 
 use crate::config;
-use crate::log_batch::Batched;
 use crate::runtime;
 use crate::supervisor;
 
@@ -216,10 +215,7 @@ fn clustercheck(args: ClustercheckArgs) -> ExitCode {
 
 /// Run the verb the command line names; the exit code is the process's.
 pub fn run(cli: Cli) -> ExitCode {
-    let code = dispatch(cli);
-    // Log lines still waiting for the writer thread leave before the process does.
-    crate::log_batch::flush();
-    code
+    dispatch(cli)
 }
 
 fn dispatch(cli: Cli) -> ExitCode {
@@ -342,14 +338,7 @@ fn import_haproxy(file: &Path, strict: bool) -> ExitCode {
 
 /// Logs go to stderr: `key=value` text, or one JSON object per line with
 /// `VIPGATE_LOG_FORMAT=json` (container log collectors). `VIPGATE_LOG` filters.
-/// Lines are written in batches by a thread of their own (`log_batch`), off the request
-/// path; a panic writes the lines before it first.
 fn init_logging() {
-    let report = std::panic::take_hook();
-    std::panic::set_hook(Box::new(move |info| {
-        crate::log_batch::flush();
-        report(info);
-    }));
     let filter = tracing_subscriber::EnvFilter::try_from_env("VIPGATE_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let format = std::env::var("VIPGATE_LOG_FORMAT").unwrap_or_default();
@@ -360,12 +349,12 @@ fn init_logging() {
                 .flatten_event(true)
                 .with_current_span(false)
                 .with_env_filter(filter)
-                .with_writer(Batched::stderr())
+                .with_writer(std::io::stderr)
                 .init();
         }
         other => {
             let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(Batched::stderr()).with_ansi(ansi).init();
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_ansi(ansi).init();
             if !matches!(other, "" | "text") {
                 tracing::warn!(value = other, "VIPGATE_LOG_FORMAT is neither \"text\" nor \"json\"; logging text");
             }
