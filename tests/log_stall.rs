@@ -8,8 +8,8 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::Read;
+use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -21,19 +21,10 @@ use tokio::time::Instant;
 const CONNECTIONS: usize = 3000;
 
 fn round_trip(bind: SocketAddr, i: usize) -> Result<(), String> {
-    let mut s = TcpStream::connect_timeout(&bind, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
-    let name = read_line(&mut s).map_err(|e| format!("read name: {e}"))?;
-    if name != "direct" {
-        return Err(format!("server said {name:?}"));
+    match echo_round_trip(bind, i as u64, Duration::from_secs(5))? {
+        name if name == "direct" => Ok(()),
+        name => Err(format!("server said {name:?}")),
     }
-    let line = format!("trip {i}");
-    s.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
-    let echo = read_line(&mut s).map_err(|e| format!("read echo: {e}"))?;
-    if echo != line {
-        return Err(format!("echo {echo:?}, sent {line:?}"));
-    }
-    Ok(())
 }
 
 #[test]

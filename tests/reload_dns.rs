@@ -18,8 +18,8 @@
 mod common;
 
 use std::fs;
-use std::io::{Read, Seek, SeekFrom, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream, UdpSocket};
+use std::io::{Read, Seek, SeekFrom};
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::path::PathBuf;
 use std::process::Command;
@@ -295,24 +295,13 @@ struct Trip {
     result: Result<String, String>,
 }
 
-/// A new connection through vipgate: read the backend's name, send a line, read its echo.
+/// Each read and write of a round trip waits this long: longer than the DNS delay, so a
+/// round trip stalled by the reload shows as a long gap rather than as an error, which
+/// tells the two failure modes apart.
+const TRIP_WAIT: Duration = Duration::from_secs(10);
+
 fn round_trip(bind: SocketAddr, i: u64) -> Result<String, String> {
-    let mut s = TcpStream::connect_timeout(&bind, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
-    // Longer than the DNS delay: a round trip stalled by the reload then shows as a long
-    // gap rather than as an error, which tells the two failure modes apart.
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.set_write_timeout(Some(Duration::from_secs(10))).unwrap();
-    let name = read_line(&mut s).map_err(|e| format!("read name: {e}"))?;
-    if name.is_empty() {
-        return Err("closed before the server's name".into());
-    }
-    let line = format!("trip {i}");
-    s.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
-    let echo = read_line(&mut s).map_err(|e| format!("read echo: {e}"))?;
-    if echo != line {
-        return Err(format!("echo {echo:?}, sent {line:?}"));
-    }
-    Ok(name)
+    echo_round_trip(bind, i, TRIP_WAIT)
 }
 
 /// Round trips back to back from inside the namespace until stopped (or HARD_CAP).

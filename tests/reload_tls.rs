@@ -89,23 +89,10 @@ impl Drop for SlowPipe {
     }
 }
 
-/// One connection: the echo backend's name, then one line echoed.
-fn round_trip(bind: SocketAddr, i: usize) -> Result<(), String> {
-    let mut s = TcpStream::connect_timeout(&bind, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
-    // Longer than the read delay: a stalled round trip shows as a long gap, not an error.
-    s.set_read_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    s.set_write_timeout(Some(Duration::from_secs(10))).map_err(|e| e.to_string())?;
-    let name = read_line(&mut s).map_err(|e| format!("read name: {e}"))?;
-    if name.is_empty() {
-        return Err("closed before the server's name".into());
-    }
-    let line = format!("trip {i}");
-    s.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
-    let echo = read_line(&mut s).map_err(|e| format!("read echo: {e}"))?;
-    if echo != line {
-        return Err(format!("echo {echo:?}, sent {line:?}"));
-    }
-    Ok(())
+/// One connection through the service that stays. Each read waits longer than the read
+/// delay: a stalled round trip shows as a long gap, not an error.
+fn round_trip(bind: SocketAddr, i: usize) -> Result<String, String> {
+    echo_round_trip(bind, i as u64, Duration::from_secs(10))
 }
 
 fn config(bind: SocketAddr, backend: SocketAddr, extra: &str) -> String {
@@ -164,7 +151,7 @@ fn reload_with_a_slow_file(service: fn(SocketAddr, SocketAddr, &Path, &Path) -> 
     let stop2 = stop.clone();
     let client = thread::spawn(move || {
         let started = Instant::now();
-        let mut trips: Vec<(Instant, Result<(), String>)> = Vec::new();
+        let mut trips: Vec<(Instant, Result<String, String>)> = Vec::new();
         let mut i = 1;
         while !stop2.load(SeqCst) && started.elapsed() < HARD_CAP {
             let result = round_trip(bind, i);

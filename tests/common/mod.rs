@@ -615,6 +615,27 @@ pub fn which_server(addr: SocketAddr) -> String {
     try_which_server(addr).unwrap_or_else(|| panic!("connection to {addr} got no server name"))
 }
 
+/// A new connection through vipgate to an echo backend: read the backend's name, send
+/// `trip {i}`, read its echo. `wait` bounds each read and write: tests measuring stalls
+/// make it longer than the stall they provoke, so a stalled trip shows as a long gap, not
+/// an error. Returns the backend's name.
+pub fn echo_round_trip(bind: SocketAddr, i: u64, wait: Duration) -> Result<String, String> {
+    let mut s = TcpStream::connect_timeout(&bind, Duration::from_secs(5)).map_err(|e| format!("connect: {e}"))?;
+    s.set_read_timeout(Some(wait)).map_err(|e| e.to_string())?;
+    s.set_write_timeout(Some(wait)).map_err(|e| e.to_string())?;
+    let name = read_line(&mut s).map_err(|e| format!("read name: {e}"))?;
+    if name.is_empty() {
+        return Err("closed before the server's name".into());
+    }
+    let line = format!("trip {i}");
+    s.write_all(format!("{line}\n").as_bytes()).map_err(|e| format!("write: {e}"))?;
+    let echo = read_line(&mut s).map_err(|e| format!("read echo: {e}"))?;
+    if echo != line {
+        return Err(format!("echo {echo:?}, sent {line:?}"));
+    }
+    Ok(name)
+}
+
 /// Connect, read the name, and keep the connection open.
 pub fn hold(addr: SocketAddr) -> (TcpStream, String) {
     let mut s = connect(addr);
