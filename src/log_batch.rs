@@ -1,14 +1,15 @@
 //! Log lines leave the request path in batches. The subscriber formats a line on the
 //! worker that logs it, appends it to one shared buffer (a memcpy under an uncontended
-//! lock) and goes on; a thread of its own writes the buffer to stderr every few
+//! lock) and goes on; a thread of its own writes the buffer to the sink every few
 //! milliseconds, one write(2) for many lines, so no request waits on the log's file,
 //! pipe or journal. One buffer rather than one per worker keeps the lines in the order
-//! they were logged. The buffer is bounded: when stderr cannot keep up, lines are dropped
-//! and counted, and the count is written once it can; a stderr nobody reads (a full
-//! pipe) stalls only that thread, never a worker.
+//! they were logged. The buffer is bounded: when the sink cannot keep up, lines are
+//! dropped and counted, and the count is written once it can; a sink nobody reads (a
+//! full pipe) stalls only that thread, never a worker. Not yet vipgate's stderr writer:
+//! see README ("Under systemd and in containers") and tests/log_stall.rs.
 
 use std::io::{self, Write};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::thread;
 use std::time::Duration;
 
@@ -81,21 +82,15 @@ impl Batch {
     }
 }
 
-static STDERR: OnceLock<&'static Batch> = OnceLock::new();
-
 /// A `MakeWriter` for tracing-subscriber: each line goes into a batch that a thread of
 /// its own writes out.
 #[derive(Clone, Copy)]
 pub struct Batched(&'static Batch);
 
 impl Batched {
-    /// The process's stderr, batched (one batch and one thread however often called).
-    pub fn stderr() -> Self {
-        Batched(STDERR.get_or_init(|| Batch::start(Box::new(io::stderr()))))
-    }
-
-    /// Another sink, batched, with a thread of its own that lives as long as the process
-    /// (benchmarks compare it with writing each line at once).
+    /// `out`, batched, with a thread of its own that lives as long as the process. Not yet
+    /// vipgate's writer (stderr is written line by line until the tests that read the log
+    /// wait for it); `benches/request_log.rs` compares it with writing each line at once.
     pub fn to(out: Box<dyn Write + Send>) -> Self {
         Batched(Batch::start(out))
     }
@@ -123,24 +118,6 @@ impl Write for Batched {
     /// A line is flushed by the thread, not by the worker that logged it.
     fn flush(&mut self) -> io::Result<()> {
         Ok(())
-    }
-}
-
-/// How long the last flush before exit may wait on a stderr nobody reads.
-const EXIT_FLUSH_WAIT: Duration = Duration::from_secs(2);
-
-/// Write every line logged to the batched stderr so far (the writer thread does it every
-/// few milliseconds; call it before the process exits). Waits at most EXIT_FLUSH_WAIT: a
-/// stderr nobody reads must not keep the process from exiting.
-pub fn flush() {
-    let Some(&b) = STDERR.get() else { return };
-    let (done, wait) = std::sync::mpsc::channel();
-    let spawned = thread::Builder::new().name("vipgate-log-exit".into()).spawn(move || {
-        b.flush();
-        let _ = done.send(());
-    });
-    if spawned.is_ok() {
-        let _ = wait.recv_timeout(EXIT_FLUSH_WAIT);
     }
 }
 
