@@ -5,6 +5,7 @@
 
 mod body;
 mod errors;
+pub mod h1;
 pub(crate) mod io;
 mod policy;
 mod request;

@@ -157,8 +157,8 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     }
 
     // Upgrades are an HTTP/1.1 affair; take the client's side before the body moves on.
-    let upgrade = (req.version() == Version::HTTP_11).then(|| rules::is_upgrade(req.headers())).flatten();
-    let client_upgrade = upgrade.as_ref().map(|_| hyper::upgrade::on(&mut req));
+    let upgrade = req.version() == Version::HTTP_11 && rules::is_upgrade(req.headers()).is_some();
+    let client_upgrade = upgrade.then(|| hyper::upgrade::on(&mut req));
 
     let wanted_server = cfg.cookie.as_ref().and_then(|c| {
         let v = rules::cookie_value(req.headers(), &c.name)?;
@@ -166,7 +166,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     });
 
     let (mut parts, body) = req.into_parts();
-    prepare_request_head(&ctx, &mut parts.headers, host.as_deref(), upgrade.is_some());
+    prepare_request_head(&ctx, &mut parts.headers, host.as_deref(), upgrade);
     let idempotent = matches!(
         parts.method,
         Method::GET | Method::HEAD | Method::PUT | Method::DELETE | Method::OPTIONS | Method::TRACE
@@ -192,7 +192,7 @@ async fn proxy(ctx: Arc<ConnCtx>, mut req: Request<Incoming>, mut log: Log) -> R
     let mut last_error = String::new();
     let connect_started = Instant::now();
     let (lease, pool_ref, sender, addr, resp) = loop {
-        let (conn_ctx, upgrading, logged_server) = (&*ctx, upgrade.is_some(), &mut log.server);
+        let (conn_ctx, upgrading, logged_server) = (&*ctx, upgrade, &mut log.server);
         let opened = attempts
             .connect(move |server| {
                 // The log names the last server tried, whether it answered or not.

@@ -12,12 +12,13 @@ pub(super) fn split_host_port(s: &str) -> Option<(&str, Option<u16>)> {
     Some((hp.host, port))
 }
 
-pub(super) fn push_host(out: &mut String, host: &str) {
+/// `host` as an authority writes it: an IPv6 address in brackets.
+pub(super) fn push_host(out: &mut Vec<u8>, host: &str) {
     if host.contains(':') {
-        out.push('[');
-        out.push_str(host);
-        out.push(']');
+        out.push(b'[');
+        out.extend_from_slice(host.as_bytes());
+        out.push(b']');
     } else {
-        out.push_str(host);
+        out.extend_from_slice(host.as_bytes());
     }
 }

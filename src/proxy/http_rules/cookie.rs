@@ -1,14 +1,15 @@
 //! Cookie persistence: the cookie that names a client's server, read, hidden and set.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::HeaderValue;
 
+use super::headers::{visible_str, Edit, Headers};
 use super::tokens::{is_tchar, tokens, trim_ows};
 
 /// The value of cookie `name` (exact, case-sensitive name) from the first Cookie header
 /// that has it; HTTP/2 clients may split cookies over several lines. Pairs are separated
 /// by `;` with optional spaces; one pair of surrounding double quotes is removed.
-pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get_all(header::COOKIE).iter().filter_map(|v| v.to_str().ok()).find_map(|line| {
+pub fn cookie_value<'a>(headers: &'a impl Headers, name: &str) -> Option<&'a str> {
+    headers.values("cookie").filter_map(visible_str).find_map(|line| {
         line.split(';').find_map(|pair| {
             let (n, v) = pair.split_once('=')?;
             if n.trim_matches([' ', '\t']) != name {
@@ -23,23 +24,20 @@ pub fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// Remove cookie `name` from every Cookie header (HAProxy's `indirect`: the server never
 /// sees vipgate's cookie). Lines without it are untouched; in the others the remaining
 /// pairs keep their bytes and separators; a line left empty is dropped.
-pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
+pub fn strip_cookie(headers: &mut impl Headers, name: &str) {
     let is_ours = |pair: &[u8]| {
         let n = pair.split(|&b| b == b'=').next().unwrap_or_default();
         pair.contains(&b'=') && trim_ows(n) == name.as_bytes()
     };
-    let has_ours = |v: &HeaderValue| v.as_bytes().split(|&b| b == b';').any(is_ours);
-    if !headers.get_all(header::COOKIE).iter().any(has_ours) {
+    let has_ours = |v: &[u8]| v.split(|&b| b == b';').any(is_ours);
+    if !headers.values("cookie").any(has_ours) {
         return;
     }
-    let mut kept = Vec::new();
-    for value in headers.get_all(header::COOKIE) {
+    headers.edit("cookie", |value, line| {
         if !has_ours(value) {
-            kept.push(value.clone());
-            continue;
+            return Edit::Keep;
         }
-        let mut line = Vec::with_capacity(value.len());
-        for pair in value.as_bytes().split(|&b| b == b';').filter(|p| !is_ours(p)) {
+        for pair in value.split(|&b| b == b';').filter(|p| !is_ours(p)) {
             if line.is_empty() {
                 // The first pair kept loses the space that separated it from a removed one.
                 let pair = trim_ows(pair);
@@ -52,17 +50,14 @@ pub fn strip_cookie(headers: &mut HeaderMap, name: &str) {
                 line.extend_from_slice(pair);
             }
         }
-        let line = trim_ows(&line);
+        let kept = trim_ows(line).len();
+        line.truncate(kept);
         if line.is_empty() {
-            continue;
+            Edit::Remove
+        } else {
+            Edit::Replace
         }
-        // The bytes all came from a valid value, so this cannot fail; keep the original if it does.
-        kept.push(HeaderValue::from_bytes(line).unwrap_or_else(|_| value.clone()));
-    }
-    headers.remove(header::COOKIE);
-    for v in kept {
-        headers.append(header::COOKIE, v);
-    }
+    });
 }
 
 /// `NAME=value; path=/; HttpOnly`, plus `; Secure` for a TLS client (a cookie naming a
@@ -72,8 +67,9 @@ pub fn set_cookie(name: &str, value: &str, secure: bool) -> Option<HeaderValue> 
     if !valid_cookie_name(name) || !valid_cookie_value(value) {
         return None;
     }
-    let secure = if secure { "; Secure" } else { "" };
-    HeaderValue::from_str(&format!("{name}={value}; path=/; HttpOnly{secure}")).ok()
+    let mut out = Vec::new();
+    write_set_cookie(&mut out, name, value, secure);
+    HeaderValue::from_bytes(&out).ok()
 }
 
 /// A cookie name vipgate can set: an RFC 6265 token.
@@ -100,38 +96,43 @@ pub fn valid_cookie_value(value: &str) -> bool {
 ///   Cache-Control directives where the last of `public` / `private`, `no-cache`,
 ///   `no-store`, `max-age=0`, `s-maxage=0` is not `public`. Unlike HAProxy the status is
 ///   not consulted: `private` on an uncacheable status is harmless.
-pub fn insert_persistence_cookie(headers: &mut HeaderMap, name: &str, value: &str, secure: bool) -> bool {
-    let Some(cookie) = set_cookie(name, value, secure) else { return false };
-    let others: Vec<HeaderValue> =
-        headers.get_all(header::SET_COOKIE).iter().filter(|v| set_cookie_name(v) != Some(name)).cloned().collect();
-    headers.remove(header::SET_COOKIE);
-    for v in others {
-        headers.append(header::SET_COOKIE, v);
+pub fn insert_persistence_cookie(headers: &mut impl Headers, name: &str, value: &str, secure: bool) -> bool {
+    if !valid_cookie_name(name) || !valid_cookie_value(value) {
+        return false;
     }
-    headers.append(header::SET_COOKIE, cookie);
+    headers.edit("set-cookie", |v, _| if set_cookie_name(v) == Some(name) { Edit::Remove } else { Edit::Keep });
+    headers.append_with("set-cookie", |out| write_set_cookie(out, name, value, secure));
     if cacheable(headers) {
-        headers.append(header::CACHE_CONTROL, HeaderValue::from_static("private"));
+        headers.append("cache-control", b"private");
     }
     true
 }
 
-fn set_cookie_name(value: &HeaderValue) -> Option<&str> {
-    let s = value.to_str().ok()?;
+/// The Set-Cookie value of [`set_cookie`], written where the store lends room.
+fn write_set_cookie(out: &mut Vec<u8>, name: &str, value: &str, secure: bool) {
+    out.extend_from_slice(name.as_bytes());
+    out.push(b'=');
+    out.extend_from_slice(value.as_bytes());
+    out.extend_from_slice(b"; path=/; HttpOnly");
+    if secure {
+        out.extend_from_slice(b"; Secure");
+    }
+}
+
+fn set_cookie_name(value: &[u8]) -> Option<&str> {
+    let s = visible_str(value)?;
     let pair = s.split(';').next()?;
     Some(pair.split_once('=')?.0.trim_matches([' ', '\t']))
 }
 
-fn cacheable(headers: &HeaderMap) -> bool {
-    let pragma_no_cache = headers
-        .get_all(header::PRAGMA)
-        .iter()
-        .any(|v| tokens(v.as_bytes()).any(|t| t.eq_ignore_ascii_case(b"no-cache")));
+fn cacheable(headers: &impl Headers) -> bool {
+    let pragma_no_cache = headers.values("pragma").any(|v| tokens(v).any(|t| t.eq_ignore_ascii_case(b"no-cache")));
     if pragma_no_cache {
         return false;
     }
     let mut cacheable = true;
-    for value in headers.get_all(header::CACHE_CONTROL) {
-        for directive in tokens(value.as_bytes()) {
+    for value in headers.values("cache-control") {
+        for directive in tokens(value) {
             if directive.eq_ignore_ascii_case(b"public") {
                 cacheable = true;
             } else if [&b"private"[..], b"no-cache", b"no-store", b"max-age=0", b"s-maxage=0"]
@@ -147,12 +148,15 @@ fn cacheable(headers: &HeaderMap) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
-    use crate::proxy::http_rules::testing::{all, map};
+    use http::header::{self, HeaderMap};
 
-    #[test]
-    fn cookie_parsing() {
-        let h = map(&[("cookie", "a=1;b=2; SRV = \"db2\" ;  c=3"), ("cookie", "SRV=later; sessionid=abc==; empty=")]);
+    use super::*;
+    use crate::proxy::http_rules::testing::{all, both, names, Store};
+
+    both!(cookie_parsing, cookie_stripped_others_untouched, persistence_cookie_and_nocache);
+
+    fn cookie_parsing<H: Store>() {
+        let h = H::of(&[("cookie", "a=1;b=2; SRV = \"db2\" ;  c=3"), ("cookie", "SRV=later; sessionid=abc==; empty=")]);
         assert_eq!(cookie_value(&h, "SRV"), Some("db2"));
         assert_eq!(cookie_value(&h, "a"), Some("1"));
         assert_eq!(cookie_value(&h, "c"), Some("3"));
@@ -160,18 +164,17 @@ mod tests {
         assert_eq!(cookie_value(&h, "empty"), Some(""));
         assert_eq!(cookie_value(&h, "srv"), None);
         assert_eq!(cookie_value(&h, "SR"), None);
-        assert_eq!(cookie_value(&map(&[("cookie", "SRV")]), "SRV"), None);
-        assert_eq!(cookie_value(&map(&[("cookie", "x=\"")]), "x"), Some("\""));
+        assert_eq!(cookie_value(&H::of(&[("cookie", "SRV")]), "SRV"), None);
+        assert_eq!(cookie_value(&H::of(&[("cookie", "x=\"")]), "x"), Some("\""));
         let many: Vec<String> = (0..200).map(|i| format!("k{i}=v{i}")).collect();
-        let h = map(&[("cookie", &many.join("; "))]);
+        let h = H::of(&[("cookie", &many.join("; "))]);
         assert_eq!(cookie_value(&h, "k199"), Some("v199"));
-        assert_eq!(cookie_value(&HeaderMap::new(), "SRV"), None);
+        assert_eq!(cookie_value(&H::of(&[]), "SRV"), None);
     }
 
-    #[test]
-    fn cookie_stripped_others_untouched() {
+    fn cookie_stripped_others_untouched<H: Store>() {
         let strip = |pairs: &[(&str, &str)]| {
-            let mut h = map(pairs);
+            let mut h = H::of(pairs);
             strip_cookie(&mut h, "SRV");
             all(&h, "cookie").into_iter().map(String::from).collect::<Vec<_>>()
         };
@@ -185,10 +188,18 @@ mod tests {
             ["x=1;;  y=2", "z=SRV=3"]
         );
         assert_eq!(strip(&[("cookie", "SRVX=1; XSRV=2")]), ["SRVX=1; XSRV=2"]);
+    }
+
+    #[test]
+    fn opaque_cookie_bytes_kept() {
         let mut h = HeaderMap::new();
         h.insert(header::COOKIE, HeaderValue::from_bytes(b"a=\xff; SRV=db1").unwrap());
         strip_cookie(&mut h, "SRV");
         assert_eq!(h.get(header::COOKIE).unwrap().as_bytes(), b"a=\xff");
+        let mut h = crate::proxy::http::h1::headers::HeaderList::new();
+        h.push(b"Cookie", b"a=\xff; SRV=db1");
+        strip_cookie(&mut h, "SRV");
+        assert_eq!(h.first("cookie"), Some(&b"a=\xff"[..]));
     }
 
     #[test]
@@ -202,14 +213,13 @@ mod tests {
         assert!(set_cookie("SRV", "", false).is_some());
     }
 
-    #[test]
-    fn persistence_cookie_and_nocache() {
-        let mut h = map(&[("set-cookie", "SRV=fromserver; path=/"), ("set-cookie", "sessionid=abc; HttpOnly")]);
+    fn persistence_cookie_and_nocache<H: Store>() {
+        let mut h = H::of(&[("set-cookie", "SRV=fromserver; path=/"), ("set-cookie", "sessionid=abc; HttpOnly")]);
         assert!(insert_persistence_cookie(&mut h, "SRV", "ctl1", true));
         assert_eq!(all(&h, "set-cookie"), ["sessionid=abc; HttpOnly", "SRV=ctl1; path=/; HttpOnly; Secure"]);
         assert_eq!(all(&h, "cache-control"), ["private"]);
 
-        let mut h = map(&[("cache-control", "max-age=60, public")]);
+        let mut h = H::of(&[("cache-control", "max-age=60, public")]);
         insert_persistence_cookie(&mut h, "SRV", "ctl1", false);
         assert_eq!(all(&h, "cache-control"), ["max-age=60, public", "private"]);
 
@@ -220,16 +230,16 @@ mod tests {
             ("cache-control", "s-maxage=0"),
             ("pragma", "no-cache"),
         ] {
-            let mut h = map(&[already]);
+            let mut h = H::of(&[already]);
             insert_persistence_cookie(&mut h, "SRV", "ctl1", false);
-            assert!(h.get_all("cache-control").iter().all(|v| v != "private"), "{already:?}");
+            assert!(h.values("cache-control").all(|v| v != b"private"), "{already:?}");
         }
-        let mut h = map(&[("cache-control", "no-cache=\"set-cookie\"")]);
+        let mut h = H::of(&[("cache-control", "no-cache=\"set-cookie\"")]);
         insert_persistence_cookie(&mut h, "SRV", "ctl1", false);
         assert_eq!(all(&h, "cache-control"), ["no-cache=\"set-cookie\"", "private"]);
 
-        let mut h = HeaderMap::new();
+        let mut h = H::of(&[]);
         assert!(!insert_persistence_cookie(&mut h, "SRV", "bad value", false));
-        assert!(h.is_empty());
+        assert!(names(&h).is_empty());
     }
 }

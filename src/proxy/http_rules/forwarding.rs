@@ -1,16 +1,11 @@
 //! Forwarding headers (X-Forwarded-*, `Forwarded`) and who may bring their own.
 
+use std::io::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-use http::header::{self, HeaderMap, HeaderName, HeaderValue};
-
-use super::tokens::{is_tchar, trim_ows};
+use super::headers::{valid_value, Headers};
+use super::tokens::is_tchar;
 use crate::config::Http;
-
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
-const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
-const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
-const X_FORWARDED_PORT: HeaderName = HeaderName::from_static("x-forwarded-port");
 
 /// What vipgate knows about the client of one request.
 #[derive(Debug, Clone, Copy)]
@@ -45,44 +40,47 @@ pub struct ClientFacts<'a> {
 ///   sent X-Forwarded-Host, because our local port says nothing about the front hop.
 /// - `forwarded`: an element `for=...;proto=...[;host=...]` is appended, comma-joined
 ///   with a trusted incoming value.
-pub fn apply_forwarding(headers: &mut HeaderMap, cfg: &Http, facts: &ClientFacts) {
+pub fn apply_forwarding(headers: &mut impl Headers, cfg: &Http, facts: &ClientFacts) {
     let client = facts.client.to_canonical();
     let trusted = cfg.trusted_forwarders.iter().any(|n| n.contains(facts.peer));
     if !trusted {
-        let spoofed: Vec<HeaderName> = headers.keys().filter(|n| is_forwarding_header(n.as_str())).cloned().collect();
-        for name in spoofed {
-            headers.remove(name);
-        }
+        headers.remove_where(is_forwarding_header);
     }
     let proto = if facts.tls { "https" } else { "http" };
 
+    // Writing into a Vec cannot fail: the `write!` results below are moot.
     if cfg.forwarded_for {
-        append_list(headers, X_FORWARDED_FOR, client.to_string().as_bytes());
+        headers.append_to_list("x-forwarded-for", |out| {
+            let _ = write!(out, "{client}");
+        });
     }
-    if cfg.forwarded_proto && !headers.contains_key(X_FORWARDED_PROTO) {
-        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static(proto));
+    if cfg.forwarded_proto && !headers.contains("x-forwarded-proto") {
+        headers.append("x-forwarded-proto", proto.as_bytes());
     }
-    if cfg.forwarded_host && !headers.contains_key(X_FORWARDED_HOST) {
-        if let Some(host) = facts.host.and_then(|h| HeaderValue::from_str(h).ok()) {
-            headers.insert(X_FORWARDED_HOST, host);
+    if cfg.forwarded_host && !headers.contains("x-forwarded-host") {
+        if let Some(host) = facts.host {
+            headers.append("x-forwarded-host", host.as_bytes());
         }
-        headers.insert(X_FORWARDED_PORT, HeaderValue::from(facts.local.port()));
+        headers.set_with("x-forwarded-port", |out| {
+            let _ = write!(out, "{}", facts.local.port());
+        });
     }
     if cfg.forwarded {
-        let node = match client {
-            IpAddr::V4(v4) => v4.to_string(),
-            IpAddr::V6(v6) => format!("\"[{v6}]\""),
-        };
-        let mut element = format!("for={node};proto={proto}");
-        if let Some(host) = facts.host {
-            element.push_str(";host=");
-            push_token_or_quoted(&mut element, host);
-        }
-        // A Host that cannot sit in a header value is dropped rather than the element.
-        if HeaderValue::from_str(&element).is_err() {
-            element = format!("for={node};proto={proto}");
-        }
-        append_list(headers, header::FORWARDED, element.as_bytes());
+        headers.append_to_list("forwarded", |out| {
+            let _ = match client {
+                IpAddr::V4(v4) => write!(out, "for={v4};proto={proto}"),
+                IpAddr::V6(v6) => write!(out, "for=\"[{v6}]\";proto={proto}"),
+            };
+            if let Some(host) = facts.host {
+                let mark = out.len();
+                out.extend_from_slice(b";host=");
+                push_token_or_quoted(out, host);
+                // A Host that cannot sit in a header value is dropped rather than the element.
+                if !valid_value(&out[mark..]) {
+                    out.truncate(mark);
+                }
+            }
+        });
     }
 }
 
@@ -91,59 +89,54 @@ pub fn apply_forwarding(headers: &mut HeaderMap, cfg: &Http, facts: &ClientFacts
 /// `-Prefix`, which oslo.middleware turns into SCRIPT_NAME, `-Ssl`, ...), in any case and
 /// with `_` for `-`: WSGI servers fold `X_Forwarded_For` and `X-Forwarded-For` into the
 /// same `HTTP_X_FORWARDED_FOR`, and every OpenStack API is WSGI.
-pub fn is_forwarding_header(name: &str) -> bool {
+pub fn is_forwarding_header(name: &[u8]) -> bool {
     // `name` equals `want` (lower case, with dashes) ignoring case and `_` for `-`.
     fn folded_eq(name: &[u8], want: &[u8]) -> bool {
         name.len() == want.len()
             && name.iter().zip(want).all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
     }
     const FAMILY: &[u8] = b"x-forwarded-";
-    let n = name.as_bytes();
+    let n = name;
     folded_eq(n, b"forwarded")
         || folded_eq(n, b"x-real-ip")
         || (n.len() > FAMILY.len() && folded_eq(&n[..FAMILY.len()], FAMILY))
 }
 
-/// Replace every `name` line with one line: the existing non-empty values and `item`,
-/// joined by `, `.
-fn append_list(headers: &mut HeaderMap, name: HeaderName, item: &[u8]) {
-    let mut joined = Vec::new();
-    for value in headers.get_all(&name) {
-        let value = trim_ows(value.as_bytes());
-        if !value.is_empty() {
-            joined.extend_from_slice(value);
-            joined.extend_from_slice(b", ");
-        }
-    }
-    joined.extend_from_slice(item);
-    let value = HeaderValue::from_bytes(&joined).or_else(|_| HeaderValue::from_bytes(item));
-    if let Ok(value) = value {
-        headers.insert(name, value);
-    }
-}
-
 /// RFC 7239 values are a token or a quoted-string; a host with a port (its colon) or
 /// anything else outside tchar must be quoted.
-fn push_token_or_quoted(out: &mut String, s: &str) {
+fn push_token_or_quoted(out: &mut Vec<u8>, s: &str) {
     if !s.is_empty() && s.bytes().all(is_tchar) {
-        out.push_str(s);
+        out.extend_from_slice(s.as_bytes());
         return;
     }
-    out.push('"');
-    for c in s.chars() {
-        if c == '"' || c == '\\' {
-            out.push('\\');
+    out.push(b'"');
+    for b in s.bytes() {
+        if b == b'"' || b == b'\\' {
+            out.push(b'\\');
         }
-        out.push(c);
+        out.push(b);
     }
-    out.push('"');
+    out.push(b'"');
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::config::IpNet;
-    use crate::proxy::http_rules::testing::{all, map};
+    use crate::proxy::http_rules::testing::{all, both, names, Store};
+
+    both!(
+        untrusted_spoofing_removed,
+        underscore_and_family_spellings_removed_from_the_untrusted,
+        trust_follows_the_tcp_peer_not_the_proxy_header,
+        untrusted_removed_even_when_not_adding,
+        trusted_chain_appended_in_one_line,
+        trusted_without_headers_gets_ours,
+        ipv6_client,
+        mapped_client_against_v4_range,
+        forwarded_host_escaped,
+        forwarding_flags_off,
+    );
 
     fn cfg(trusted: &[&str]) -> Http {
         Http {
@@ -159,9 +152,8 @@ mod tests {
         ClientFacts { client, peer: client, tls, host, local: "192.0.2.10:8004".parse().unwrap() }
     }
 
-    #[test]
-    fn untrusted_spoofing_removed() {
-        let mut h = map(&[
+    fn untrusted_spoofing_removed<H: Store>() {
+        let mut h = H::of(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-for", "5.6.7.8"),
             ("x-forwarded-proto", "https"),
@@ -177,8 +169,7 @@ mod tests {
         assert_eq!(all(&h, "forwarded"), ["for=203.0.113.9;proto=http;host=\"vip:8004\""]);
     }
 
-    #[test]
-    fn underscore_and_family_spellings_removed_from_the_untrusted() {
+    fn underscore_and_family_spellings_removed_from_the_untrusted<H: Store>() {
         let spoofed = [
             ("x_forwarded_for", "6.6.6.6"),
             ("x-forwarded_proto", "https"),
@@ -189,13 +180,13 @@ mod tests {
             ("x-real-ip", "6.6.6.6"),
             ("x_real_ip", "6.6.6.6"),
         ];
-        let mut h = map(&spoofed);
-        h.insert("x-forwardedfor", HeaderValue::from_static("kept: not a forwarding header"));
+        let mut h = H::of(&spoofed);
+        h.append("x-forwardedfor", b"kept: not a forwarding header");
         let c = Http { forwarded_for: false, forwarded_proto: false, ..Http::default() };
         apply_forwarding(&mut h, &c, &facts("203.0.113.9", false, None));
-        assert_eq!(h.keys().map(|k| k.as_str()).collect::<Vec<_>>(), ["x-forwardedfor"]);
+        assert_eq!(names(&h), ["x-forwardedfor"]);
         // A trusted front balancer's headers pass as they are.
-        let mut h = map(&spoofed);
+        let mut h = H::of(&spoofed);
         apply_forwarding(
             &mut h,
             &Http { forwarded_for: false, forwarded_proto: false, ..cfg(&["10.0.0.0/8"]) },
@@ -206,30 +197,27 @@ mod tests {
         }
     }
 
-    #[test]
-    fn trust_follows_the_tcp_peer_not_the_proxy_header() {
+    fn trust_follows_the_tcp_peer_not_the_proxy_header<H: Store>() {
         let claimed = |peer: &str| ClientFacts { peer: peer.parse().unwrap(), ..facts("10.9.9.9", false, None) };
         // A PROXY header from an untrusted peer claims a trusted source: its XFF is not kept.
-        let mut h = map(&[("x-forwarded-for", "6.6.6.6")]);
+        let mut h = H::of(&[("x-forwarded-for", "6.6.6.6")]);
         apply_forwarding(&mut h, &cfg(&["10.0.0.0/8"]), &claimed("203.0.113.9"));
         assert_eq!(all(&h, "x-forwarded-for"), ["10.9.9.9"]);
         // A trusted front balancer relays a client from outside: the chain is kept.
-        let mut h = map(&[("x-forwarded-for", "6.6.6.6")]);
+        let mut h = H::of(&[("x-forwarded-for", "6.6.6.6")]);
         apply_forwarding(&mut h, &cfg(&["192.0.2.0/24"]), &claimed("192.0.2.5"));
         assert_eq!(all(&h, "x-forwarded-for"), ["6.6.6.6, 10.9.9.9"]);
     }
 
-    #[test]
-    fn untrusted_removed_even_when_not_adding() {
-        let mut h = map(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("forwarded", "for=x")]);
+    fn untrusted_removed_even_when_not_adding<H: Store>() {
+        let mut h = H::of(&[("x-forwarded-for", "1.2.3.4"), ("x-forwarded-proto", "https"), ("forwarded", "for=x")]);
         let c = Http { forwarded_for: false, forwarded_proto: false, ..Http::default() };
         apply_forwarding(&mut h, &c, &facts("203.0.113.9", false, None));
-        assert!(h.is_empty());
+        assert!(names(&h).is_empty());
     }
 
-    #[test]
-    fn trusted_chain_appended_in_one_line() {
-        let mut h = map(&[
+    fn trusted_chain_appended_in_one_line<H: Store>() {
+        let mut h = H::of(&[
             ("x-forwarded-for", "198.51.100.1, 198.51.100.2"),
             ("x-forwarded-for", "198.51.100.3"),
             ("x-forwarded-proto", "https"),
@@ -242,16 +230,15 @@ mod tests {
         assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
         assert_eq!(all(&h, "x-forwarded-host"), ["cloud.example.org"]);
         // Our local port says nothing about the front hop.
-        assert!(h.get("x-forwarded-port").is_none());
+        assert!(!h.contains("x-forwarded-port"));
         assert_eq!(
             all(&h, "forwarded"),
             ["for=198.51.100.1;proto=https, for=198.51.100.3, for=10.1.2.3;proto=http;host=vip"]
         );
     }
 
-    #[test]
-    fn trusted_without_headers_gets_ours() {
-        let mut h = HeaderMap::new();
+    fn trusted_without_headers_gets_ours<H: Store>() {
+        let mut h = H::of(&[]);
         apply_forwarding(&mut h, &cfg(&["10.0.0.0/8"]), &facts("10.1.2.3", true, Some("vip")));
         assert_eq!(all(&h, "x-forwarded-for"), ["10.1.2.3"]);
         assert_eq!(all(&h, "x-forwarded-proto"), ["https"]);
@@ -259,38 +246,34 @@ mod tests {
         assert_eq!(all(&h, "x-forwarded-port"), ["8004"]);
     }
 
-    #[test]
-    fn ipv6_client() {
-        let mut h = HeaderMap::new();
+    fn ipv6_client<H: Store>() {
+        let mut h = H::of(&[]);
         apply_forwarding(&mut h, &cfg(&[]), &facts("2001:db8::1", true, Some("[2001:db8::10]:5000")));
         assert_eq!(all(&h, "x-forwarded-for"), ["2001:db8::1"]);
         assert_eq!(all(&h, "forwarded"), ["for=\"[2001:db8::1]\";proto=https;host=\"[2001:db8::10]:5000\""]);
     }
 
-    #[test]
-    fn mapped_client_against_v4_range() {
-        let mut h = map(&[("x-forwarded-for", "198.51.100.1")]);
+    fn mapped_client_against_v4_range<H: Store>() {
+        let mut h = H::of(&[("x-forwarded-for", "198.51.100.1")]);
         apply_forwarding(&mut h, &cfg(&["10.0.0.0/8"]), &facts("::ffff:10.1.2.3", false, None));
         assert_eq!(all(&h, "x-forwarded-for"), ["198.51.100.1, 10.1.2.3"]);
         assert_eq!(all(&h, "forwarded"), ["for=10.1.2.3;proto=http"]);
 
-        let mut h = map(&[("x-forwarded-for", "198.51.100.1")]);
+        let mut h = H::of(&[("x-forwarded-for", "198.51.100.1")]);
         apply_forwarding(&mut h, &cfg(&["10.0.0.0/8"]), &facts("::ffff:11.1.2.3", false, None));
         assert_eq!(all(&h, "x-forwarded-for"), ["11.1.2.3"]);
     }
 
-    #[test]
-    fn forwarded_host_escaped() {
-        let mut h = HeaderMap::new();
+    fn forwarded_host_escaped<H: Store>() {
+        let mut h = H::of(&[]);
         apply_forwarding(&mut h, &cfg(&[]), &facts("192.0.2.1", false, Some("a\"b\\c")));
         assert_eq!(all(&h, "forwarded"), ["for=192.0.2.1;proto=http;host=\"a\\\"b\\\\c\""]);
     }
 
-    #[test]
-    fn forwarding_flags_off() {
-        let mut h = HeaderMap::new();
+    fn forwarding_flags_off<H: Store>() {
+        let mut h = H::of(&[]);
         let c = Http { forwarded_for: false, forwarded_proto: false, ..Http::default() };
         apply_forwarding(&mut h, &c, &facts("192.0.2.1", false, Some("vip")));
-        assert!(h.is_empty());
+        assert!(names(&h).is_empty());
     }
 }

@@ -1,8 +1,9 @@
 //! Location rewriting for TLS clients of servers that believe they speak plain http.
 
-use http::header::{self, HeaderMap, HeaderValue};
+use std::io::Write as _;
 
 use super::authority::{push_host, split_host_port};
+use super::headers::{visible_str, Edit, Headers};
 
 /// Rewrite `Location: http://HOST/...` to `https://HOST/...` when HOST is the authority
 /// the client asked for (`request_host`); for TLS clients only (the caller's check), so a
@@ -13,86 +14,69 @@ use super::authority::{push_host, split_host_port};
 /// The new authority is the request's, minus a `:80`: heat's `http://vip:8004/...` with
 /// Host `vip:8004` becomes `https://vip:8004/...`, and `http://vip/` with Host `vip`
 /// becomes `https://vip/`. Relative Locations and other hosts are left alone.
-pub fn rewrite_location(headers: &mut HeaderMap, request_host: Option<&str>) {
+pub fn rewrite_location(headers: &mut impl Headers, request_host: Option<&str>) {
     let Some(request_host) = request_host else { return };
     let Some((host, port)) = split_host_port(request_host) else { return };
     let port = port.unwrap_or(80);
-    let mut changed = false;
-    let values: Vec<HeaderValue> = headers
-        .get_all(header::LOCATION)
-        .iter()
-        .map(|v| match https_location(v, host, port) {
-            Some(new) => {
-                changed = true;
-                new
-            }
-            None => v.clone(),
-        })
-        .collect();
-    if changed {
-        headers.remove(header::LOCATION);
-        for v in values {
-            headers.append(header::LOCATION, v);
-        }
-    }
+    headers.edit("location", |v, out| if https_location(v, host, port, out) { Edit::Replace } else { Edit::Keep });
 }
 
-fn https_location(value: &HeaderValue, host: &str, port: u16) -> Option<HeaderValue> {
-    let loc = value.to_str().ok()?;
-    let scheme = loc.get(..7)?;
+/// Write the https form of Location `value` into `out`, if it points at `host:port`.
+fn https_location(value: &[u8], host: &str, port: u16, out: &mut Vec<u8>) -> bool {
+    let Some(loc) = visible_str(value) else { return false };
+    let Some(scheme) = loc.get(..7) else { return false };
     if !scheme.eq_ignore_ascii_case("http://") {
-        return None;
+        return false;
     }
     let rest = &loc[7..];
     let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
     let (authority, tail) = rest.split_at(end);
     if authority.contains('@') {
-        return None;
+        return false;
     }
-    let (loc_host, loc_port) = split_host_port(authority)?;
+    let Some((loc_host, loc_port)) = split_host_port(authority) else { return false };
     if !loc_host.eq_ignore_ascii_case(host) || loc_port.unwrap_or(80) != port {
-        return None;
+        return false;
     }
-    let mut new = String::with_capacity(loc.len() + 1);
-    new.push_str("https://");
-    push_host(&mut new, host);
+    out.extend_from_slice(b"https://");
+    push_host(out, host);
     if port != 80 {
-        new.push(':');
-        new.push_str(&port.to_string());
+        // Writing into a Vec cannot fail.
+        let _ = write!(out, ":{port}");
     }
-    new.push_str(tail);
-    HeaderValue::from_str(&new).ok()
+    out.extend_from_slice(tail.as_bytes());
+    true
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proxy::http_rules::testing::{all, map};
+    use crate::proxy::http_rules::testing::{all, both, Store};
 
-    fn location(loc: &str, host: Option<&str>) -> String {
-        let mut h = map(&[("location", loc)]);
+    both!(location_rewrites, location_left_alone, location_several_lines);
+
+    fn location<H: Store>(loc: &str, host: Option<&str>) -> String {
+        let mut h = H::of(&[("location", loc)]);
         rewrite_location(&mut h, host);
         all(&h, "location").join(" | ")
     }
 
-    #[test]
-    fn location_rewrites() {
+    fn location_rewrites<H: Store>() {
         // heat: explicit non-default port kept.
-        assert_eq!(location("http://vip:8004/v1/stacks", Some("vip:8004")), "https://vip:8004/v1/stacks");
-        assert_eq!(location("HTTP://VIP:8004/v1?x=1", Some("vip:8004")), "https://vip:8004/v1?x=1");
-        assert_eq!(location("http://vip/dashboard/", Some("vip")), "https://vip/dashboard/");
-        assert_eq!(location("http://vip:80/dashboard/", Some("vip")), "https://vip/dashboard/");
-        assert_eq!(location("http://vip/x", Some("vip:80")), "https://vip/x");
-        assert_eq!(location("http://vip", Some("Vip")), "https://Vip");
-        assert_eq!(location("http://vip#frag", Some("vip")), "https://vip#frag");
+        assert_eq!(location::<H>("http://vip:8004/v1/stacks", Some("vip:8004")), "https://vip:8004/v1/stacks");
+        assert_eq!(location::<H>("HTTP://VIP:8004/v1?x=1", Some("vip:8004")), "https://vip:8004/v1?x=1");
+        assert_eq!(location::<H>("http://vip/dashboard/", Some("vip")), "https://vip/dashboard/");
+        assert_eq!(location::<H>("http://vip:80/dashboard/", Some("vip")), "https://vip/dashboard/");
+        assert_eq!(location::<H>("http://vip/x", Some("vip:80")), "https://vip/x");
+        assert_eq!(location::<H>("http://vip", Some("Vip")), "https://Vip");
+        assert_eq!(location::<H>("http://vip#frag", Some("vip")), "https://vip#frag");
         assert_eq!(
-            location("http://[2001:db8::1]:9292/v2", Some("[2001:DB8::1]:9292")),
+            location::<H>("http://[2001:db8::1]:9292/v2", Some("[2001:DB8::1]:9292")),
             "https://[2001:DB8::1]:9292/v2"
         );
     }
 
-    #[test]
-    fn location_left_alone() {
+    fn location_left_alone<H: Store>() {
         for (loc, host) in [
             ("/dashboard/auth/login/", Some("vip")),
             ("//vip/x", Some("vip")),
@@ -109,13 +93,12 @@ mod tests {
             ("httpx://vip/x", Some("vip")),
             ("http:", Some("vip")),
         ] {
-            assert_eq!(location(loc, host), loc, "{loc} {host:?}");
+            assert_eq!(location::<H>(loc, host), loc, "{loc} {host:?}");
         }
     }
 
-    #[test]
-    fn location_several_lines() {
-        let mut h = map(&[("location", "/rel"), ("location", "http://vip/a")]);
+    fn location_several_lines<H: Store>() {
+        let mut h = H::of(&[("location", "/rel"), ("location", "http://vip/a")]);
         rewrite_location(&mut h, Some("vip"));
         assert_eq!(all(&h, "location"), ["/rel", "https://vip/a"]);
     }

@@ -1,6 +1,8 @@
-//! Header and request rules of `mode = "http"`, as pure functions over `http` types: no
-//! I/O, no shared state, and no panics on anything a client or a server can send, so the
-//! proxy can call them per request without error paths.
+//! Header and request rules of `mode = "http"`, as pure functions over a header store
+//! ([`headers::Headers`]: hyper's `HeaderMap` for HTTP/2, the HTTP/1.1 engine's
+//! `HeaderList`): no I/O, no shared state, no allocation in the usual case, and no panics
+//! on anything a client or a server can send, so the proxy can call them per request
+//! without error paths. Their unit tests run over both stores.
 //!
 //! A proxy applies them in this order on the request, once `proxy::http::policy` has
 //! settled its one authority: [`denied`],
@@ -15,6 +17,7 @@ mod cookie;
 mod deny;
 mod forwarding;
 mod header_rules;
+pub mod headers;
 mod hop_by_hop;
 mod location;
 mod routing;

@@ -1,0 +1,3 @@
+//! vipgate's own HTTP/1.1 engine.
+
+pub mod headers;
