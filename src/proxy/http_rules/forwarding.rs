@@ -89,14 +89,13 @@ pub fn apply_forwarding(headers: &mut impl Headers, cfg: &Http, facts: &ClientFa
 /// `-Prefix`, which oslo.middleware turns into SCRIPT_NAME, `-Ssl`, ...), in any case and
 /// with `_` for `-`: WSGI servers fold `X_Forwarded_For` and `X-Forwarded-For` into the
 /// same `HTTP_X_FORWARDED_FOR`, and every OpenStack API is WSGI.
-pub fn is_forwarding_header(name: &[u8]) -> bool {
+pub fn is_forwarding_header(n: &[u8]) -> bool {
     // `name` equals `want` (lower case, with dashes) ignoring case and `_` for `-`.
     fn folded_eq(name: &[u8], want: &[u8]) -> bool {
         name.len() == want.len()
             && name.iter().zip(want).all(|(&a, &b)| a.to_ascii_lowercase() == b || (a == b'_' && b == b'-'))
     }
     const FAMILY: &[u8] = b"x-forwarded-";
-    let n = name;
     folded_eq(n, b"forwarded")
         || folded_eq(n, b"x-real-ip")
         || (n.len() > FAMILY.len() && folded_eq(&n[..FAMILY.len()], FAMILY))

@@ -77,8 +77,14 @@ impl HeaderList {
     }
 
     fn is(&self, line: &Line, name: &str) -> bool {
-        line.live && self.bytes[span(&line.name)].eq_ignore_ascii_case(name.as_bytes())
+        named(&self.bytes, line, name)
     }
+}
+
+/// `line` is live and its name is `name`, ignoring case. A free function, so a method can
+/// match lines while it holds `lines` mutably.
+fn named(bytes: &[u8], line: &Line, name: &str) -> bool {
+    line.live && bytes[span(&line.name)].eq_ignore_ascii_case(name.as_bytes())
 }
 
 impl Headers for HeaderList {
@@ -132,8 +138,7 @@ impl Headers for HeaderList {
         }
         self.scratch.clear();
         let (bytes, lines) = (&self.bytes, &self.lines);
-        let mine = |l: &&Line| l.live && bytes[span(&l.name)].eq_ignore_ascii_case(name.as_bytes());
-        join_values(lines.iter().filter(mine).map(|l| &bytes[span(&l.value)]), &mut self.scratch);
+        join_values(lines.iter().filter(|l| named(bytes, l, name)).map(|l| &bytes[span(&l.value)]), &mut self.scratch);
         f(&mut self.scratch);
         if !valid_value(&self.scratch) {
             return;
@@ -143,7 +148,7 @@ impl Headers for HeaderList {
         let value = start..self.bytes.len() as u32;
         let mut first = None;
         for (i, line) in self.lines.iter_mut().enumerate() {
-            if line.live && self.bytes[span(&line.name)].eq_ignore_ascii_case(name.as_bytes()) {
+            if named(&self.bytes, line, name) {
                 if first.is_none() {
                     first = Some(i);
                     line.value = value.clone();
